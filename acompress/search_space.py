@@ -1,0 +1,129 @@
+"""The search space: which layer values an architecture may use.
+
+An `archspec.ArchSpec` may hold any well-formed values; a `SearchSpace` is the
+finite set of values the token encoding, the sampler and the embedding know.
+A well-formed spec with a value outside it (a width of 37, too many layers)
+raises `OutOfSearchSpaceError`, which is not a `ValueError`: the spec is fine,
+it just cannot be expressed here.
+"""
+
+import dataclasses
+import hashlib
+import json
+from typing import Optional, Tuple
+
+from acompress import archspec
+
+
+def _default_widths() -> Tuple[int, ...]:
+    widths = {1, 2, 3}
+    for step, top in ((4, 64), (8, 128), (16, 256), (32, 512), (64, 1024)):
+        widths.update(range(step, top + 1, step))
+    widths.update((1536, 2048, 3072, 4096))
+    return tuple(sorted(widths))
+
+
+DEFAULT_WIDTHS = _default_widths()
+
+
+class OutOfSearchSpaceError(Exception):
+    """A well-formed spec that the search space cannot express.
+
+    Attributes:
+      layer_index: the offending layer, or None for the spec as a whole.
+      field: the offending field, or None.
+    """
+
+    def __init__(self, message: str, layer_index: Optional[int] = None, field: Optional[str] = None):
+        self.layer_index = layer_index
+        self.field = field
+        where = []
+        if layer_index is not None:
+            where.append(f"layer {layer_index}")
+        if field is not None:
+            where.append(f"field '{field}'")
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    """Finite vocabularies for every layer field, and the longest spec allowed."""
+
+    max_layers: int = 64
+    kinds: Tuple[str, ...] = archspec.KINDS
+    kernels: Tuple[int, ...] = (1, 2, 3, 5, 7)
+    strides: Tuple[int, ...] = (1, 2)
+    filters: Tuple[int, ...] = DEFAULT_WIDTHS
+    paddings: Tuple[str, ...] = archspec.PADDINGS
+    activations: Tuple[str, ...] = archspec.ACTIVATIONS
+    rates: Tuple[float, ...] = (0.1, 0.2, 0.25, 0.3, 0.4, 0.5)
+    use_bias: Tuple[bool, ...] = (False, True)
+    shortcuts: Tuple[str, ...] = archspec.SHORTCUTS
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, list):
+                object.__setattr__(self, field.name, tuple(value))
+        if self.max_layers < 1:
+            raise ValueError(f"max_layers must be >= 1, got {self.max_layers}")
+        unknown = set(self.kinds) - set(archspec.KINDS)
+        if unknown:
+            raise ValueError(f"unknown layer kinds {sorted(unknown)}")
+
+    def values(self, field: str) -> Tuple:
+        """The allowed values of a layer field (`kind` or one of archspec.FIELDS)."""
+        if field == "kind":
+            return self.kinds
+        attribute = {"kernel": "kernels", "stride": "strides", "padding": "paddings",
+                     "activation": "activations", "rate": "rates", "shortcut": "shortcuts"}.get(field, field)
+        return getattr(self, attribute)
+
+    def check(self, spec: archspec.ArchSpec) -> None:
+        """Raises OutOfSearchSpaceError if `spec` uses a value outside this space."""
+        if len(spec) > self.max_layers:
+            raise OutOfSearchSpaceError(f"{len(spec)} layers, more than max_layers={self.max_layers}")
+        for index, layer in enumerate(spec):
+            if layer.kind not in self.kinds:
+                raise OutOfSearchSpaceError(f"kind {layer.kind!r} is not in this search space "
+                                            f"({', '.join(self.kinds)})", index, "kind")
+            for field in archspec.KIND_FIELDS[layer.kind]:
+                value = getattr(layer, field)
+                allowed = self.values(field)
+                if value not in allowed:
+                    raise OutOfSearchSpaceError(f"{value!r} is not an allowed {field} "
+                                                f"(allowed: {_describe(allowed)})", index, field)
+
+    def contains(self, spec: archspec.ArchSpec) -> bool:
+        try:
+            self.check(spec)
+        except OutOfSearchSpaceError:
+            return False
+        return True
+
+    def snap_width(self, width: float) -> int:
+        """The allowed width nearest to `width` (ties go to the smaller one)."""
+        return min(self.filters, key=lambda w: (abs(w - width), w))
+
+    def to_dict(self) -> dict:
+        return {field.name: list(v) if isinstance(v := getattr(self, field.name), tuple) else v
+                for field in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SearchSpace":
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown search space fields {sorted(unknown)}")
+        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
+
+    @property
+    def hash(self) -> str:
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _describe(values: Tuple) -> str:
+    if len(values) <= 12:
+        return ", ".join(map(repr, values))
+    return f"{len(values)} values from {values[0]!r} to {values[-1]!r}"

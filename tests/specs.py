@@ -1,0 +1,27 @@
+"""Specs shared by the tests: the digits teacher and one spec per feature."""
+
+from acompress import archspec as a
+
+DIGITS_SHAPE = (8, 8, 1)
+CIFAR_SHAPE = (32, 32, 3)
+
+
+def digits_teacher() -> a.ArchSpec:
+    return a.ArchSpec([a.conv_bn_act(64), a.conv_bn_act(64), a.maxpool(), a.conv_bn_act(128),
+                       a.conv_bn_act(128), a.maxpool(), a.conv_bn_act(256), a.gap()])
+
+
+def vgg_like() -> a.ArchSpec:
+    return a.ArchSpec([a.conv(32, 5, padding="valid"), a.act("elu"), a.avgpool(2),
+                       a.conv(64, use_bias=False), a.bn(), a.act("relu6"), a.maxpool(3, 2, "same"),
+                       a.flatten(), a.dense(128), a.act("tanh"), a.dropout(0.3), a.dense(64, False),
+                       a.bn(), a.act("gelu")])
+
+
+def residual() -> a.ArchSpec:
+    return a.ArchSpec([a.conv_bn_act(16), a.basic(16), a.basic(32, stride=2), a.bottleneck(8),
+                       a.bottleneck(16, stride=2), a.basic(64, shortcut="projection"), a.gmp()])
+
+
+def all_specs():
+    return {"digits_teacher": digits_teacher(), "vgg_like": vgg_like(), "residual": residual()}

@@ -1,0 +1,46 @@
+"""SearchSpace: vocabularies, the out-of-space error, snapping, serialisation."""
+
+import pytest
+
+from acompress import archspec as a
+from acompress import search_space
+from tests import specs
+
+
+def test_default_space_holds_the_test_specs():
+    space = search_space.SearchSpace()
+    for spec in specs.all_specs().values():
+        space.check(spec)
+
+
+@pytest.mark.parametrize("spec, index, field", [
+    (a.ArchSpec([a.conv(37), a.gap()]), 0, "filters"),
+    (a.ArchSpec([a.conv(8, kernel=9), a.gap()]), 0, "kernel"),
+    (a.ArchSpec([a.conv(8), a.gap(), a.dropout(0.33)]), 2, "rate"),
+])
+def test_out_of_space_names_layer_and_field(spec, index, field):
+    with pytest.raises(search_space.OutOfSearchSpaceError) as info:
+        search_space.SearchSpace().check(spec)
+    assert (info.value.layer_index, info.value.field) == (index, field)
+    assert not isinstance(info.value, ValueError)  # a different kind of error from a malformed spec
+    assert f"layer {index}" in str(info.value)
+
+
+def test_too_many_layers_and_restricted_kinds():
+    space = search_space.SearchSpace(max_layers=4)
+    with pytest.raises(search_space.OutOfSearchSpaceError, match="max_layers=4"):
+        space.check(specs.digits_teacher())
+    plain = search_space.SearchSpace(kinds=("conv", "bn", "act", "maxpool", "gap"))
+    with pytest.raises(search_space.OutOfSearchSpaceError, match="'basic' is not in this search space"):
+        plain.check(specs.residual())
+    assert plain.contains(specs.digits_teacher()) and not plain.contains(specs.residual())
+
+
+def test_snap_width_and_round_trip():
+    space = search_space.SearchSpace()
+    assert space.snap_width(64) == 64 and space.snap_width(37.9) == 36 and space.snap_width(0.2) == 1
+    assert search_space.SearchSpace.from_dict(space.to_dict()) == space
+    assert search_space.SearchSpace.from_dict(space.to_dict()).hash == space.hash
+    assert search_space.SearchSpace(max_layers=8).hash != space.hash
+    with pytest.raises(ValueError, match="unknown search space fields"):
+        search_space.SearchSpace.from_dict({"widths": [1]})
