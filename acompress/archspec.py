@@ -344,20 +344,17 @@ class ArchSpec:
 
     def count_params(self, input_shape: Sequence[int], num_classes: int) -> int:
         """Exact parameter count of the built model, head included (== Keras count_params)."""
-        body = sum(stats[1] for stats in self._layer_stats(input_shape))
-        return body + _head_params(self._feature_size(input_shape), num_classes)
+        stats = self._layer_stats(input_shape)
+        return sum(s[1] for s in stats) + _head_params(_features(stats, input_shape), num_classes)
 
     def count_flops(self, input_shape: Sequence[int], num_classes: int) -> int:
         """Multiply-adds of all convolutions and dense layers, head included."""
-        body = sum(stats[2] for stats in self._layer_stats(input_shape))
-        return body + self._feature_size(input_shape) * num_classes
+        stats = self._layer_stats(input_shape)
+        _head_params(1, num_classes)  # validates num_classes
+        return sum(s[2] for s in stats) + _features(stats, input_shape) * num_classes
 
     def layer_params(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
         return tuple(stats[1] for stats in self._layer_stats(input_shape))
-
-    def _feature_size(self, input_shape: Sequence[int]) -> int:
-        shapes = self.output_shapes(input_shape)
-        return shapes[-1][0] if shapes else int(input_shape[-1])
 
     def _layer_stats(self, input_shape: Sequence[int]):
         """Yields (output_shape, params, flops) for each layer; raises ShapeError."""
@@ -367,6 +364,10 @@ class ArchSpec:
             shape, params, flops = _layer_stat(layer, shape, index)
             out.append((shape, params, flops))
         return out
+
+
+def _features(stats, input_shape: Sequence[int]) -> int:
+    return stats[-1][0][0] if stats else int(input_shape[-1])
 
 
 def _check_input_shape(input_shape: Sequence[int]) -> Tuple[int, int, int]:
