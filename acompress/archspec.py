@@ -46,6 +46,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 from typing import Iterable, Optional, Sequence, Tuple, Union
 
 FORMAT_VERSION = 1
@@ -372,9 +373,10 @@ def _features(stats, input_shape: Sequence[int]) -> int:
 
 def _check_input_shape(input_shape: Sequence[int]) -> Tuple[int, int, int]:
     shape = tuple(input_shape)
-    if len(shape) != 3 or not all(_is_int(d) and d > 0 for d in shape):
+    if len(shape) != 3 or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0
+                                  for d in shape):
         raise ShapeError(f"input shape must be (height, width, channels) of positive integers, got {input_shape!r}")
-    return shape
+    return tuple(int(d) for d in shape)
 
 
 def _spatial_out(size: int, kernel: int, stride: int, padding: str) -> int:
@@ -436,9 +438,9 @@ def _layer_stat(layer: Layer, shape, index: int):
 
 
 def _head_params(features: int, num_classes: int) -> int:
-    if not _is_int(num_classes) or num_classes < 2:
+    if not isinstance(num_classes, numbers.Integral) or isinstance(num_classes, bool) or num_classes < 2:
         raise SpecError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-    return features * num_classes + num_classes
+    return features * int(num_classes) + int(num_classes)
 
 
 def load(path: str) -> ArchSpec:

@@ -1,0 +1,513 @@
+"""Reads a Keras CNN classifier back into an `archspec.ArchSpec`.
+
+`parse_model` accepts Sequential and functional models (nested single-input
+models are inlined) with one image input in channels-last layout and one output.
+It walks the graph backwards from the output, so only layers that feed the output
+count, and it never looks at layer names.
+
+Layers understood, and the spec layers they become:
+
+* ``InputLayer``: the (height, width, channels) input; nothing in the spec.
+* ``Conv2D`` -> ``conv`` (square kernel and stride, ``same``/``valid`` padding, no
+  dilation, one group), ``Dense`` -> ``dense`` (on a flat input). A fused activation
+  becomes a following ``act`` layer; ``linear`` adds nothing.
+* ``BatchNormalization`` over the channel axis with ``center`` and ``scale`` ->
+  ``bn`` (momentum and epsilon are training details and are not kept).
+* ``Activation`` (relu, relu6, elu, selu, gelu, swish/silu, tanh, sigmoid; linear is
+  skipped) and ``ReLU`` (default arguments -> relu, ``max_value=6`` -> relu6) -> ``act``.
+* ``MaxPooling2D``/``AveragePooling2D`` -> ``maxpool``/``avgpool``;
+  ``GlobalAveragePooling2D``/``GlobalMaxPooling2D`` (``keepdims=False``) ->
+  ``gap``/``gmp``; ``Flatten`` -> ``flatten``; ``Dropout`` -> ``dropout`` (rate 0 is
+  skipped: it does nothing).
+* ``Add`` of two branches followed by a ReLU -> a ``basic`` or ``bottleneck`` block.
+
+Residual blocks are found without names. Walking back from an ``Add``, each of
+its two inputs is followed through single-input layers until a layer with several
+inputs (or the model input) stops it; the first tensor on the first chain that also
+lies on the second is the fork, the block's input. The layers between the fork and
+each ``Add`` input are converted like any other layers and compared with the
+templates that `archspec` documents: the longer branch must be conv(k, s)-BN-ReLU-
+conv(k)-BN (basic) or conv1x1(f)-BN-ReLU-conv(k, s)(f)-BN-ReLU-conv1x1(4f)-BN
+(bottleneck), all convolutions without bias and with ``same`` padding (``valid``
+is accepted for 1x1 ones, where it is the same thing); the other branch must be
+empty (identity) or a 1x1 stride-s convolution without bias to the block's output
+width plus batch norm (projection). The ``Add`` must be followed by a ReLU, which
+the block absorbs.
+
+The classifier head is removed: the model must end in ``Dense(num_classes)`` with
+a bias and either a softmax (fused, or as a following ``Activation("softmax")`` or
+``Softmax`` layer) or no activation (a logits model). Anything else raises
+`UnsupportedModelError`, a ``ValueError`` whose message names the layer, its type
+and what is supported. As a last check, when the input shape is known every spec
+layer's exact parameter count must equal that of the Keras layers it came from.
+"""
+
+import dataclasses
+import os
+from typing import List, Optional, Sequence, Tuple
+
+import keras
+
+from acompress import archspec
+
+SUPPORTED_LAYERS = ("InputLayer, Conv2D, Dense, BatchNormalization, Activation, ReLU, MaxPooling2D, "
+                    "AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, Flatten, Dropout, and Add "
+                    "inside basic/bottleneck residual blocks")
+BLOCK_TEMPLATES = ("a basic block conv(k,s)-BN-ReLU-conv(k)-BN or a bottleneck block "
+                   "conv1x1(f)-BN-ReLU-conv(k,s)(f)-BN-ReLU-conv1x1(4f)-BN (convolutions without bias, "
+                   "'same' padding), added to an identity shortcut or a projection shortcut "
+                   "(1x1 stride-s convolution without bias, then BatchNormalization), then ReLU")
+HEAD = ("a final Dense(num_classes) with bias and a softmax (fused, or as a following Activation('softmax') "
+        "or Softmax layer) or no activation")
+
+# Keras' serialized activation name -> archspec activation.
+_ACTIVATIONS = {name: name for name in archspec.ACTIVATIONS}
+_ACTIVATIONS["silu"] = "swish"
+
+
+class UnsupportedModelError(ValueError):
+    """A Keras model that cannot be written as an ArchSpec.
+
+    Attributes:
+      layer_name: name of the offending layer (or model), if any.
+      layer_type: its class name, if any.
+    """
+
+    def __init__(self, message: str, layer_name: Optional[str] = None, layer_type: Optional[str] = None):
+        self.layer_name = layer_name
+        self.layer_type = layer_type
+        if layer_name is not None:
+            message = f"layer {layer_name!r} ({layer_type}): {message}"
+        super().__init__(message)
+
+
+def parse_model(model: keras.Model) -> archspec.ArchSpec:
+    """The ArchSpec of a Keras classifier (its body; the head is implicit).
+
+    Raises:
+      UnsupportedModelError: the model uses a layer, setting or topology that the
+        spec cannot express; the message names the layer.
+    """
+    return _parse(model)[0]
+
+
+def describe_model(model: keras.Model) -> Tuple[archspec.ArchSpec, Tuple[int, int, int], int]:
+    """(spec, input_shape, num_classes) of a Keras classifier with a fixed input size.
+
+    Raises:
+      UnsupportedModelError: as `parse_model`, or the input height/width is not fixed.
+    """
+    spec, input_shape, num_classes = _parse(model)
+    if input_shape is None:
+        layer, _ = _producer(model.inputs[0])
+        raise UnsupportedModelError(f"input shape {tuple(model.inputs[0].shape[1:])} is not fully defined; "
+                                    "supported: a fixed (height, width, channels) input", layer.name,
+                                    type(layer).__name__)
+    return spec, input_shape, num_classes
+
+
+def load_keras_model(path, custom_objects: Optional[dict] = None) -> keras.Model:
+    """Loads a ``.keras`` (or legacy ``.h5``) model with ``safe_mode=True``, uncompiled.
+
+    Raises:
+      FileNotFoundError: nothing exists at `path` (the message names it).
+      ValueError: the file exists but Keras cannot read it (the message names it and
+        gives Keras' reason).
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no Keras model at {path!r}: the file does not exist")
+    try:
+        return keras.saving.load_model(path, custom_objects=custom_objects, compile=False, safe_mode=True)
+    except Exception as error:  # pylint: disable=broad-except  # Keras raises many types here.
+        raise ValueError(f"cannot load a Keras model from {path!r} (expected a .keras or .h5 file "
+                         f"saved by model.save): {type(error).__name__}: {error}") from error
+
+
+# -- graph walking -------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class _Step:
+    """One call of a single-input layer in the walked graph."""
+
+    layer: keras.layers.Layer
+    input: object  # the KerasTensor it was called on
+
+
+@dataclasses.dataclass(frozen=True)
+class _Block:
+    """An Add and the steps of its two branches, from the fork to the Add (forward order)."""
+
+    add: keras.layers.Layer
+    fork: object  # the KerasTensor both branches start from
+    branches: Tuple[List[_Step], List[_Step]]
+
+
+def _producer(tensor):
+    """The operation that produced a symbolic tensor, and that call's input tensors."""
+    operation, node_index, _ = tensor._keras_history  # pylint: disable=protected-access
+    node = operation._inbound_nodes[node_index]  # pylint: disable=protected-access
+    return operation, list(node.input_tensors)
+
+
+def _type(operation) -> str:
+    return type(operation).__name__
+
+
+def _unsupported(operation, problem: str) -> UnsupportedModelError:
+    return UnsupportedModelError(problem, operation.name, _type(operation))
+
+
+def _model_io(model):
+    """The single input and output tensors of a Sequential or functional model."""
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except AttributeError:
+        inputs = outputs = None
+    if not inputs or not outputs:
+        raise UnsupportedModelError("the model has no symbolic inputs/outputs (a subclassed model, or a "
+                                    "Sequential model without an Input); supported: Sequential and functional "
+                                    "models built on a keras.Input", model.name, _type(model))
+    if len(inputs) != 1:
+        names = ", ".join(f"{_producer(t)[0].name!r}" for t in inputs)
+        raise UnsupportedModelError(f"the model has {len(inputs)} inputs ({names}); supported: one image input",
+                                    model.name, _type(model))
+    if len(outputs) != 1:
+        raise UnsupportedModelError(f"the model has {len(outputs)} outputs; supported: one classifier output",
+                                    model.name, _type(model))
+    return inputs[0], outputs[0]
+
+
+def _walk(model) -> list:
+    """The layers (and _Blocks) from the model's input to its output, in forward order."""
+    _, output = _model_io(model)
+    backward = []
+    tensor = output
+    while True:
+        operation, inputs = _producer(tensor)
+        if isinstance(operation, keras.layers.InputLayer):
+            return backward[::-1]
+        if isinstance(operation, keras.Model):
+            backward.extend(reversed(_walk(operation)))  # a nested model: inline its layers
+            tensor = inputs[0]
+            continue
+        if isinstance(operation, keras.layers.Add):
+            block = _find_block(operation, inputs)
+            backward.append(block)
+            tensor = block.fork
+            continue
+        if len(inputs) != 1:
+            raise _unsupported(operation, f"it combines {len(inputs)} tensors; supported: {SUPPORTED_LAYERS} "
+                                          "(the only layer with several inputs is Add in a residual block)")
+        backward.append(_Step(operation, inputs[0]))
+        tensor = inputs[0]
+
+
+def _chain(tensor):
+    """Tensors and layers going back from `tensor` through single-input layers.
+
+    Returns (tensors, steps): tensors[0] is `tensor`, steps[i] produced tensors[i]
+    from tensors[i + 1]; the chain stops at the model input or a multi-input layer.
+    """
+    tensors, steps = [tensor], []
+    while True:
+        operation, inputs = _producer(tensor)
+        if (isinstance(operation, (keras.layers.InputLayer, keras.Model, keras.layers.Add))
+                or len(inputs) != 1):
+            return tensors, steps
+        steps.append(_Step(operation, inputs[0]))
+        tensor = inputs[0]
+        tensors.append(tensor)
+
+
+def _find_block(add, inputs) -> _Block:
+    if len(inputs) != 2:
+        raise _unsupported(add, f"it adds {len(inputs)} tensors; supported: {BLOCK_TEMPLATES}")
+    (tensors_a, layers_a), (tensors_b, layers_b) = _chain(inputs[0]), _chain(inputs[1])
+    on_b = {id(t): i for i, t in enumerate(tensors_b)}
+    for i, tensor in enumerate(tensors_a):
+        if id(tensor) in on_b:
+            j = on_b[id(tensor)]
+            return _Block(add, tensor, (layers_a[:i][::-1], layers_b[:j][::-1]))
+    raise _unsupported(add, "its two inputs do not branch from one tensor through single-input layers; "
+                            f"supported: {BLOCK_TEMPLATES}")
+
+
+# -- layer conversion ----------------------------------------------------------
+def _square(operation, value, what: str) -> int:
+    value = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(value) != 2 or value[0] != value[1]:
+        raise _unsupported(operation, f"{what} {value} is not square; supported: equal height and width")
+    return int(value[0])
+
+
+def _channels_last(operation) -> None:
+    data_format = getattr(operation, "data_format", "channels_last")
+    if data_format != "channels_last":
+        raise _unsupported(operation, f"data_format {data_format!r}; supported: channels_last")
+
+
+def _rank(tensor) -> int:
+    return len(tensor.shape)
+
+
+def _activation(operation, function) -> Optional[str]:
+    """The archspec activation of a Keras activation function; None for linear."""
+    try:
+        name = keras.activations.serialize(function)
+    except (TypeError, ValueError):
+        name = getattr(function, "__name__", repr(function))
+    if name == "linear":
+        return None
+    if not isinstance(name, str) or name not in _ACTIVATIONS:
+        raise _unsupported(operation, f"activation {name!r}; supported: linear, "
+                                      f"{', '.join(archspec.ACTIVATIONS)} (swish is Keras' silu)")
+    return _ACTIVATIONS[name]
+
+
+def _with_activation(operation, layer: archspec.Layer) -> List[archspec.Layer]:
+    activation = _activation(operation, operation.activation)
+    return [layer] if activation is None else [layer, archspec.act(activation)]
+
+
+def _convert(operation, input_tensor) -> List[archspec.Layer]:
+    """The spec layers one Keras layer becomes (none for identity layers)."""
+    kind = type(operation)
+    layers = keras.layers
+    rank = _rank(input_tensor)
+    if kind is layers.Conv2D:
+        _channels_last(operation)
+        if tuple(operation.dilation_rate) != (1, 1):
+            raise _unsupported(operation, f"dilation_rate {tuple(operation.dilation_rate)}; "
+                                          "supported: dilation_rate=1")
+        if operation.groups != 1:
+            raise _unsupported(operation, f"groups={operation.groups}; supported: groups=1")
+        padding = operation.padding.lower()
+        if padding not in archspec.PADDINGS:
+            raise _unsupported(operation, f"padding {padding!r}; supported: {', '.join(archspec.PADDINGS)}")
+        conv = archspec.conv(operation.filters, _square(operation, operation.kernel_size, "kernel_size"),
+                             _square(operation, operation.strides, "strides"), padding, bool(operation.use_bias))
+        return _with_activation(operation, conv)
+    if kind is layers.Dense:
+        if rank != 2:
+            raise _unsupported(operation, f"it is applied to a rank-{rank} tensor; supported: Dense on a flat "
+                                          "input (after Flatten or global pooling)")
+        return _with_activation(operation, archspec.dense(operation.units, bool(operation.use_bias)))
+    if kind is layers.BatchNormalization:
+        if operation.axis not in (-1, rank - 1):
+            raise _unsupported(operation, f"axis={operation.axis}; supported: the channel axis (-1)")
+        if not (operation.center and operation.scale):
+            raise _unsupported(operation, f"center={operation.center}, scale={operation.scale}; "
+                                          "supported: center=True and scale=True")
+        return [archspec.bn()]
+    if kind is layers.Activation:
+        activation = _activation(operation, operation.activation)
+        return [] if activation is None else [archspec.act(activation)]
+    if kind is layers.ReLU:
+        settings = (operation.max_value, float(operation.negative_slope), float(operation.threshold))
+        if settings == (None, 0.0, 0.0):
+            return [archspec.act("relu")]
+        if settings[0] is not None and float(settings[0]) == 6.0 and settings[1:] == (0.0, 0.0):
+            return [archspec.act("relu6")]
+        raise _unsupported(operation, f"max_value={operation.max_value}, negative_slope="
+                                      f"{operation.negative_slope}, threshold={operation.threshold}; supported: "
+                                      "ReLU() (relu) and ReLU(max_value=6) (relu6)")
+    if kind in (layers.MaxPooling2D, layers.AveragePooling2D):
+        _channels_last(operation)
+        padding = operation.padding.lower()
+        if padding not in archspec.PADDINGS:
+            raise _unsupported(operation, f"padding {padding!r}; supported: {', '.join(archspec.PADDINGS)}")
+        make = archspec.maxpool if kind is layers.MaxPooling2D else archspec.avgpool
+        return [make(_square(operation, operation.pool_size, "pool_size"),
+                     _square(operation, operation.strides, "strides"), padding)]
+    if kind in (layers.GlobalAveragePooling2D, layers.GlobalMaxPooling2D):
+        _channels_last(operation)
+        if operation.keepdims:
+            raise _unsupported(operation, "keepdims=True; supported: keepdims=False")
+        return [archspec.gap() if kind is layers.GlobalAveragePooling2D else archspec.gmp()]
+    if kind is layers.Flatten:
+        if rank != 4:
+            raise _unsupported(operation, f"it flattens a rank-{rank} tensor; supported: Flatten of the "
+                                          "(batch, height, width, channels) feature map, once")
+        _channels_last(operation)
+        return [archspec.flatten()]
+    if kind is layers.Dropout:
+        if operation.noise_shape is not None:
+            raise _unsupported(operation, f"noise_shape={operation.noise_shape}; supported: None")
+        rate = float(operation.rate)
+        return [] if rate == 0.0 else [archspec.dropout(rate)]
+    raise _unsupported(operation, f"this layer type is not supported; supported: {SUPPORTED_LAYERS}")
+
+
+def _match_block(block: _Block) -> archspec.Layer:
+    """The basic/bottleneck spec layer that a found block is, or UnsupportedModelError."""
+    channels = block.fork.shape[-1]
+    converted = []
+    for branch in block.branches:
+        layers = []
+        for step in branch:
+            layers.extend(_convert(step.layer, step.input))
+        # A 1x1 convolution computes the same thing with 'valid' or 'same' padding.
+        converted.append([layer.replace(padding="same") if layer.kind == "conv" and layer.kernel == 1
+                          else layer for layer in layers])
+    for main, shortcut in (converted, converted[::-1]):
+        for candidate in (_basic_template(main), _bottleneck_template(main)):
+            if candidate is None:
+                continue
+            expected_shortcut = ([] if shortcut == [] else
+                                 [archspec.conv(candidate.out_filters, 1, candidate.stride, "same", False),
+                                  archspec.bn()])
+            if shortcut != expected_shortcut:
+                continue
+            if not shortcut:
+                if candidate.stride != 1 or channels != candidate.out_filters:
+                    continue
+                return candidate.replace(shortcut="identity")
+            return candidate.replace(shortcut="projection")
+    names = [", ".join(f"{_type(step.layer)} {step.layer.name!r}" for step in branch) or "identity"
+             for branch in block.branches]
+    raise _unsupported(block.add, f"its branches [{names[0]}] and [{names[1]}] match no residual block; "
+                                  f"supported: {BLOCK_TEMPLATES}")
+
+
+def _basic_template(layers: List[archspec.Layer]) -> Optional[archspec.Layer]:
+    if len(layers) != 5 or layers[0].kind != "conv":
+        return None
+    first = layers[0]
+    block = archspec.Layer("basic", kernel=first.kernel, stride=first.stride, filters=first.filters,
+                           shortcut="projection")
+    expected = [archspec.conv(first.filters, first.kernel, first.stride, "same", False), archspec.bn(),
+                archspec.act("relu"), archspec.conv(first.filters, first.kernel, 1, "same", False), archspec.bn()]
+    return block if layers == expected else None
+
+
+def _bottleneck_template(layers: List[archspec.Layer]) -> Optional[archspec.Layer]:
+    if len(layers) != 8 or layers[3].kind != "conv":
+        return None
+    middle = layers[3]
+    f = middle.filters
+    block = archspec.Layer("bottleneck", kernel=middle.kernel, stride=middle.stride, filters=f,
+                           shortcut="projection")
+    expected = [archspec.conv(f, 1, 1, "same", False), archspec.bn(), archspec.act("relu"),
+                archspec.conv(f, middle.kernel, middle.stride, "same", False), archspec.bn(), archspec.act("relu"),
+                archspec.conv(block.out_filters, 1, 1, "same", False), archspec.bn()]
+    return block if layers == expected else None
+
+
+# -- the whole model -----------------------------------------------------------
+def _is_softmax(layer) -> bool:
+    if type(layer) is keras.layers.Softmax:  # pylint: disable=unidiomatic-typecheck
+        if layer.axis not in (-1, 1):
+            raise _unsupported(layer, f"axis={layer.axis}; supported: softmax over the last axis")
+        return True
+    return (type(layer) is keras.layers.Activation  # pylint: disable=unidiomatic-typecheck
+            and _activation_name(layer.activation) == "softmax")
+
+
+def _split_head(items: list) -> Tuple[list, keras.layers.Dense]:
+    """Removes the classifier head from the walked items; returns (body, head Dense)."""
+    if not items:
+        raise UnsupportedModelError(f"the model has no layers; supported: {HEAD}")
+    body, last = items[:-1], items[-1]
+    separate_softmax = isinstance(last, _Step) and _is_softmax(last.layer)
+    if separate_softmax:
+        if not body:
+            raise _unsupported(last.layer, f"nothing precedes the softmax; supported: {HEAD}")
+        body, last = body[:-1], body[-1]
+    culprit = last.add if isinstance(last, _Block) else last.layer
+    if type(culprit) is not keras.layers.Dense:  # pylint: disable=unidiomatic-typecheck
+        raise _unsupported(culprit, f"the model does not end in a classifier head; supported: {HEAD}")
+    head = culprit
+    activation = _activation_name(head.activation)
+    if activation not in (("linear",) if separate_softmax else ("linear", "softmax")):
+        raise _unsupported(head, f"the classifier head has activation {activation!r}; supported: {HEAD}")
+    if not head.use_bias:
+        raise _unsupported(head, f"the classifier head has no bias; supported: {HEAD}")
+    if head.units < 2:
+        raise _unsupported(head, f"the classifier head has {head.units} unit; supported: {HEAD} with "
+                                 "num_classes >= 2")
+    if _rank(last.input) != 2:
+        raise _unsupported(head, f"the classifier head is applied to a rank-{_rank(last.input)} tensor; "
+                                 "supported: a flat input (after Flatten or global pooling)")
+    return body, head
+
+
+def _activation_name(function) -> str:
+    try:
+        return keras.activations.serialize(function)
+    except (TypeError, ValueError):
+        return getattr(function, "__name__", repr(function))
+
+
+def _check_shared(items: list) -> None:
+    """A layer with weights called twice would share them; a spec cannot say that."""
+    seen = set()
+    for item in items:
+        steps = [step for branch in item.branches for step in branch] if isinstance(item, _Block) else [item]
+        for step in steps:
+            if id(step.layer) in seen and step.layer.weights:
+                raise _unsupported(step.layer, "it is called more than once (shared weights); supported: "
+                                               "each layer with weights used once")
+            seen.add(id(step.layer))
+
+
+def _to_layers(body: list) -> Tuple[List[archspec.Layer], List[List[keras.layers.Layer]]]:
+    """Spec layers for the body items, and the Keras layers each one came from."""
+    layers: List[archspec.Layer] = []
+    sources: List[List[keras.layers.Layer]] = []
+    position = 0
+    while position < len(body):
+        item = body[position]
+        if isinstance(item, _Block):
+            block_layer = _match_block(item)
+            following = body[position + 1] if position + 1 < len(body) else None
+            if not isinstance(following, _Step) or _convert(following.layer, following.input) != [archspec.act()]:
+                raise _unsupported(item.add, f"the residual Add is not followed by a ReLU; supported: "
+                                             f"{BLOCK_TEMPLATES}")
+            layers.append(block_layer)
+            sources.append([step.layer for branch in item.branches for step in branch]
+                           + [item.add, following.layer])
+            position += 2
+            continue
+        for layer in _convert(item.layer, item.input):
+            layers.append(layer)
+            sources.append([item.layer])
+        position += 1
+    return layers, sources
+
+
+def _parse(model) -> Tuple[archspec.ArchSpec, Optional[Tuple[int, int, int]], int]:
+    input_tensor, _ = _model_io(model)
+    input_layer, _ = _producer(input_tensor)
+    if _rank(input_tensor) != 4:
+        raise UnsupportedModelError(f"input shape {tuple(input_tensor.shape[1:])}; supported: an image input "
+                                    "(height, width, channels)", input_layer.name, _type(input_layer))
+    items = _walk(model)
+    _check_shared(items)
+    body, head = _split_head(items)
+    layers, sources = _to_layers(body)
+    try:
+        spec = archspec.ArchSpec(layers)
+    except archspec.SpecError as error:
+        culprit = sources[error.layer_index][0] if error.layer_index is not None else head
+        raise _unsupported(culprit, f"the layers do not fit the spec grammar ({error}); supported: spatial "
+                                    "layers, then exactly one Flatten/GlobalAveragePooling2D/GlobalMaxPooling2D, "
+                                    "then flat layers") from error
+    input_shape = tuple(input_tensor.shape[1:])
+    if not all(isinstance(d, int) for d in input_shape):
+        return spec, None, head.units
+    _check_params(spec, input_shape, sources)
+    return spec, input_shape, head.units
+
+
+def _check_params(spec: archspec.ArchSpec, input_shape: Sequence[int],
+                  sources: List[List[keras.layers.Layer]]) -> None:
+    """Every spec layer's parameter count equals that of the Keras layers it came from."""
+    counted = set()
+    for index, (expected, ops) in enumerate(zip(spec.layer_params(input_shape), sources)):
+        fresh = [op for op in ops if id(op) not in counted]  # a fused conv + act is one Keras layer
+        counted.update(id(op) for op in ops)
+        actual = sum(op.count_params() for op in fresh)
+        if fresh and actual != expected:
+            raise _unsupported(ops[0], f"it has {actual} parameters but spec layer {index} "
+                                       f"({spec[index].kind}) has {expected}: a setting the spec does not "
+                                       f"model differs (supported: {SUPPORTED_LAYERS})")

@@ -1,0 +1,83 @@
+"""Output directories: never overwrite results silently, always keep the resolved config.
+
+Every binary writes into one output directory (any `tf.io.gfile` path). It holds
+``config.json``, the resolved configuration of the run (sorted keys), so any
+result can be reproduced from it.
+"""
+
+import json
+import os
+from typing import Any, Mapping
+
+import tensorflow as tf
+
+CONFIG_FILE = "config.json"
+
+
+class OutputExistsError(Exception):
+    """The output directory already holds results and neither overwrite nor resume was asked."""
+
+
+def to_json(data: Any) -> str:
+    """Deterministic JSON: sorted keys, two-space indent, trailing newline."""
+    return json.dumps(data, sort_keys=True, indent=2, default=_default) + "\n"
+
+
+def _default(value):
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return value.tolist()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def write_json(path: str, data: Any) -> None:
+    """Writes JSON atomically (temporary file, then rename)."""
+    tmp = f"{path}.tmp"
+    with tf.io.gfile.GFile(tmp, "w") as handle:
+        handle.write(to_json(data))
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def read_json(path: str) -> Any:
+    with tf.io.gfile.GFile(path, "r") as handle:
+        return json.load(handle)
+
+
+def prepare(output_dir: str, config: Mapping[str, Any], *, overwrite: bool = False,
+            resume: bool = False) -> str:
+    """Creates `output_dir` and writes config.json.
+
+    Args:
+      output_dir: the directory (created with parents if missing).
+      config: the resolved configuration (JSON-serialisable).
+      overwrite: replace whatever the directory holds.
+      resume: keep what the directory holds; the stored config must equal `config`.
+
+    Raises:
+      OutputExistsError: the directory holds results and neither flag allows it, or a
+        resumed directory was made with another configuration (the message names
+        the differing keys).
+    """
+    if not output_dir:
+        raise ValueError("an output directory is required (--output_dir)")
+    config_path = os.path.join(output_dir, CONFIG_FILE)
+    existing = tf.io.gfile.exists(output_dir) and tf.io.gfile.listdir(output_dir)
+    if existing and overwrite:
+        tf.io.gfile.rmtree(output_dir)
+    elif existing and resume and tf.io.gfile.exists(config_path):
+        stored = read_json(config_path)
+        wanted = json.loads(to_json(dict(config)))
+        differing = sorted(key for key in set(stored) | set(wanted) if stored.get(key) != wanted.get(key))
+        if differing:
+            raise OutputExistsError(
+                f"{output_dir} was made with a different configuration (differs in: {', '.join(differing)}); "
+                "use another --output_dir, or --overwrite to replace it")
+    elif existing and not resume:
+        raise OutputExistsError(f"{output_dir} already holds results ({', '.join(sorted(existing)[:5])}); "
+                                "use another --output_dir, or --overwrite to replace it")
+    tf.io.gfile.makedirs(output_dir)
+    write_json(config_path, dict(config))
+    return output_dir
