@@ -33,6 +33,7 @@ def _alias_checkout_folders() -> None:
         module = importlib.util.module_from_spec(spec)
         sys.modules[qualified] = module
         spec.loader.exec_module(module)
+        globals()[name] = module
 
 
 _alias_checkout_folders()

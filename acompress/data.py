@@ -1,0 +1,769 @@
+"""Data sets and their tf.data pipelines: one entry point, honest splits, offline first.
+
+Every network the package trains (children for the corpus, the teacher, the
+finalists) reads its data through this module.
+
+Sources (``DataConfig.name``):
+
+* ``digits`` (the default): scikit-learn's 1,797 handwritten 8x8 digits, shipped
+  inside scikit-learn, so nothing is downloaded. Pixel values are 0..16.
+* TFDS: ``cifar10``, ``cifar100``, ``fashion_mnist``, ``mnist``, ``svhn_cropped``,
+  read from ``data_dir`` (TFDS's default when None). Downloading is opt-in
+  (``download=True``, the ``--download`` flag): a data set that is not prepared
+  fails at once with `DatasetNotPreparedError`, which names the directory looked
+  in and the command that prepares it. TFDS is never given the chance to retry a
+  download for minutes.
+* A ``.npz`` file with arrays ``x`` (N, H, W) or (N, H, W, C) and ``y`` (N,)
+  integer labels; optionally ``x_test`` + ``y_test`` (a fixed test split) and
+  ``class_names``.
+* An image folder with one sub-folder per class (``root/<class>/<image>``), or
+  TFDS's ``ImageFolder`` layout with split folders (``root/train/<class>/...``,
+  ``root/test/<class>/...``). PNG, JPEG, BMP and GIF files are decoded.
+
+Data sets are held in memory as numpy arrays (float32 images, int32 labels): the
+sizes this package works with (CIFAR: ~0.6 GB as float32) allow it, and it keeps
+the splits exact and the pipelines simple.
+
+Splits, and who may see which:
+
+* test: the source's own test split (TFDS, ``x_test`` in a ``.npz``, a ``test``
+  folder) or else ``test_fraction`` of the data, stratified by class.
+* validation: ``validation_fraction`` of the remaining training data, stratified.
+* train: the rest, optionally reduced to a stratified proxy (``train_fraction``,
+  ``max_examples``) for fast child training; validation and test stay whole so
+  accuracies stay comparable across proxy budgets.
+
+The validation split is carved from the training data and is all the search
+ever sees: search code takes a `SearchSplits` (`Splits.for_search()`), which has
+no test arrays at all. The test split only reports final results. Every split is
+a deterministic function of the seed, and no split is left without an example of
+some class (that is an error).
+
+Normalisation is per channel, with the mean and standard deviation of the
+final training split (`Normalisation`, stored in `DatasetInfo`), applied to all
+three splits. Augmentation (random crop after padding, and horizontal flip where
+a mirrored image keeps its class) happens in the training pipeline only.
+"""
+
+import dataclasses
+import os
+import socket
+from typing import Dict, Optional, Sequence, Tuple
+import urllib.parse
+import zipfile
+
+from absl import logging
+import numpy as np
+from sklearn import datasets as sklearn_datasets
+from sklearn import model_selection
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+DIGITS = "digits"
+TFDS_NAMES = ("cifar10", "cifar100", "fashion_mnist", "mnist", "svhn_cropped")
+NAMES = (DIGITS,) + TFDS_NAMES
+
+# Augmentation policies of the training pipeline.
+AUGMENT_NONE = "none"
+AUGMENT_CROP = "crop"
+AUGMENT_CROP_FLIP = "crop_flip"
+AUGMENTS = (AUGMENT_NONE, AUGMENT_CROP, AUGMENT_CROP_FLIP)
+
+# Policy used when augmentation is on: digits must not be mirrored (a mirrored
+# digit is not the same digit), so digit data sets get crops only.
+_AUGMENT_WHEN_ON = {
+    DIGITS: AUGMENT_CROP,
+    "mnist": AUGMENT_CROP,
+    "svhn_cropped": AUGMENT_CROP,
+    "fashion_mnist": AUGMENT_CROP_FLIP,
+    "cifar10": AUGMENT_CROP_FLIP,
+    "cifar100": AUGMENT_CROP_FLIP,
+}
+# Data sets whose augmentation is on unless the config says otherwise.
+_AUGMENT_BY_DEFAULT = ("cifar10", "cifar100", "svhn_cropped")
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+_CHUNK = 4096  # examples per chunk when resizing or computing statistics
+_PROBE_TIMEOUT_S = 5.0
+
+
+class DataError(ValueError):
+    """Bad data or a bad data option; the message says what was wrong and where."""
+
+
+class DatasetNotPreparedError(DataError):
+    """A TFDS data set is not prepared in its data directory and downloading is off."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Everything that decides the data a run sees; saved with the run as JSON.
+
+    Attributes:
+      name: a name in `NAMES`, a path to a ``.npz`` file or a path to an image folder.
+      data_dir: TFDS data directory (None: TFDS's default, ``~/tensorflow_datasets``
+        or ``$TFDS_DATA_DIR``). Ignored by the other sources.
+      download: allow TFDS to download and prepare a data set that is missing.
+      seed: decides the splits, the proxy subset, shuffling and augmentation.
+      validation_fraction: share of the training data held out for validation.
+      test_fraction: share of all data held out for test, for sources without
+        their own test split (digits, a ``.npz`` without ``x_test``, a folder
+        without a ``test`` sub-folder).
+      resize: (height, width) to resize every image to (bilinear), or None.
+      train_fraction: share of the training split kept (a stratified proxy).
+      max_examples: cap on the training split after `train_fraction`, or None.
+      batch_size: examples per batch in every pipeline.
+      augment: True/False, or None for the data set's default (on for CIFAR and
+        SVHN, off otherwise).
+      cache: cache the pipelines' examples after the first pass (see
+        `make_dataset`).
+    """
+
+    name: str = DIGITS
+    data_dir: Optional[str] = None
+    download: bool = False
+    seed: int = 0
+    validation_fraction: float = 0.2
+    test_fraction: float = 0.2
+    resize: Optional[Tuple[int, int]] = None
+    train_fraction: float = 1.0
+    max_examples: Optional[int] = None
+    batch_size: int = 64
+    augment: Optional[bool] = None
+    cache: bool = False
+
+    def __post_init__(self):
+        if self.resize is not None:
+            object.__setattr__(self, "resize", tuple(self.resize))
+        _check_config(self)
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["resize"] = list(self.resize) if self.resize is not None else None
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "DataConfig":
+        unknown = set(values) - {field.name for field in dataclasses.fields(cls)}
+        if unknown:
+            raise DataError(f"DataConfig: unknown keys {sorted(unknown)}")
+        return cls(**values)
+
+
+def _check_config(config: DataConfig) -> None:
+    def fail(field, message):
+        raise DataError(f"DataConfig.{field}: {message}, got {getattr(config, field)!r}")
+
+    if not isinstance(config.name, str) or not config.name:
+        fail("name", "must be a data set name or a path")
+    if not 0.0 < config.validation_fraction < 1.0:
+        fail("validation_fraction", "must be in (0, 1)")
+    if not 0.0 < config.test_fraction < 1.0:
+        fail("test_fraction", "must be in (0, 1)")
+    if not 0.0 < config.train_fraction <= 1.0:
+        fail("train_fraction", "must be in (0, 1]")
+    if config.max_examples is not None and (not _is_int(config.max_examples) or config.max_examples < 1):
+        fail("max_examples", "must be a positive integer or None")
+    if not _is_int(config.batch_size) or config.batch_size < 1:
+        fail("batch_size", "must be a positive integer")
+    if not _is_int(config.seed) or config.seed < 0:
+        fail("seed", "must be a non-negative integer")
+    if config.resize is not None and (len(config.resize) != 2
+                                      or not all(_is_int(s) and s > 0 for s in config.resize)):
+        fail("resize", "must be (height, width) with positive integers, or None")
+    if config.augment not in (None, True, False):
+        fail("augment", "must be True, False or None")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalisation:
+    """Per-channel standardisation: ``(x - mean) / std``, statistics of the training split."""
+
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Returns ``x`` (..., C) standardised, as a new float32 array."""
+        out = np.asarray(x, dtype=np.float32).copy()
+        out -= np.asarray(self.mean, dtype=np.float32)
+        out /= np.asarray(self.std, dtype=np.float32)
+        return out
+
+    def to_dict(self) -> dict:
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What a model needs to know about its data (JSON-friendly via `to_dict`).
+
+    Attributes:
+      name: the source's name (``digits``, a TFDS name, or the file/folder path).
+      input_shape: (height, width, channels) of one image after any resize.
+      num_classes: number of classes; labels are 0 .. num_classes - 1.
+      class_names: one name per class.
+      sizes: examples per split: ``{"train": ..., "validation": ..., "test": ...}``.
+      normalisation: the standardisation applied to all splits.
+      source: where the data came from (a directory, file or package).
+      augment: the training pipeline's augmentation policy, one of `AUGMENTS`.
+    """
+
+    name: str
+    input_shape: Tuple[int, int, int]
+    num_classes: int
+    class_names: Tuple[str, ...]
+    sizes: Dict[str, int]
+    normalisation: Normalisation
+    source: str
+    augment: str
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["input_shape"] = list(self.input_shape)
+        out["class_names"] = list(self.class_names)
+        out["sizes"] = dict(self.sizes)
+        out["normalisation"] = self.normalisation.to_dict()
+        return out
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SearchSplits:
+    """The data search code may see: train and validation, never test.
+
+    The corpus trainer and the latent search take this type. It has no test
+    arrays to leak: final results are reported from `Splits` by the caller.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    info: DatasetInfo
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Splits:
+    """All three splits in memory: x float32 (N, H, W, C) normalised, y int32 (N,).
+
+    Attributes:
+      indices: for each split, the positions of its examples in the source
+        (the test split of a source that has one is indexed separately).
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    info: DatasetInfo
+    indices: Dict[str, np.ndarray]
+
+    def for_search(self) -> SearchSplits:
+        """The train + validation view handed to search code (shares the arrays)."""
+        return SearchSplits(x_train=self.x_train, y_train=self.y_train, x_val=self.x_val,
+                            y_val=self.y_val, info=self.info)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Source:
+    """Raw data as read: images (N, H, W, C) of any numeric dtype, labels int32."""
+
+    name: str
+    x: np.ndarray
+    y: np.ndarray
+    x_test: Optional[np.ndarray]
+    y_test: Optional[np.ndarray]
+    num_classes: int
+    class_names: Tuple[str, ...]
+    location: str
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def load(config: DataConfig) -> Splits:
+    """Reads the source named by ``config``, splits, subsamples, resizes and normalises it."""
+    source = _read_source(config)
+    train_idx, val_idx, test_idx = _split_indices(source, config)
+    x_test_raw = source.x if source.x_test is None else source.x_test
+    y_test_raw = source.y if source.y_test is None else source.y_test
+    x_train = _to_float(source.x[train_idx], config.resize)
+    normalisation = _fit_normalisation(x_train)
+    x_train = _normalise_in_place(x_train, normalisation)
+    x_val = _normalise_in_place(_to_float(source.x[val_idx], config.resize), normalisation)
+    x_test = _normalise_in_place(_to_float(x_test_raw[test_idx], config.resize), normalisation)
+    info = DatasetInfo(
+        name=source.name, input_shape=tuple(int(d) for d in x_train.shape[1:]),
+        num_classes=source.num_classes, class_names=source.class_names,
+        sizes={"train": len(train_idx), "validation": len(val_idx), "test": len(test_idx)},
+        normalisation=normalisation, source=source.location, augment=resolve_augment(config))
+    logging.info("Data %s: %s", info.name, info.sizes)
+    return Splits(x_train=x_train, y_train=source.y[train_idx], x_val=x_val, y_val=source.y[val_idx],
+                  x_test=x_test, y_test=y_test_raw[test_idx], info=info,
+                  indices={"train": train_idx, "validation": val_idx, "test": test_idx})
+
+
+def datasets(config: DataConfig) -> Tuple[tf.data.Dataset, tf.data.Dataset, tf.data.Dataset, DatasetInfo]:
+    """The one entry point: ``config`` -> (train, validation, test) pipelines and their info.
+
+    Only the training pipeline shuffles and augments. Search code should use
+    `search_datasets` on `Splits.for_search()` instead, which cannot reach test.
+    """
+    splits = load(config)
+    return (*pipelines(splits, config), splits.info)
+
+
+def pipelines(splits: Splits, config: DataConfig) -> Tuple[tf.data.Dataset, tf.data.Dataset, tf.data.Dataset]:
+    """(train, validation, test) pipelines over already loaded `splits`."""
+    train, val = search_datasets(splits.for_search(), config)
+    test = make_dataset(splits.x_test, splits.y_test, batch_size=config.batch_size, training=False,
+                        cache=config.cache)
+    return train, val, test
+
+
+def search_datasets(search: SearchSplits, config: DataConfig) -> Tuple[tf.data.Dataset, tf.data.Dataset]:
+    """(train, validation) pipelines from the search-side view of the data."""
+    if not isinstance(search, SearchSplits):
+        raise TypeError(f"search_datasets takes SearchSplits (Splits.for_search()), got {type(search).__name__}")
+    train = make_dataset(search.x_train, search.y_train, batch_size=config.batch_size, training=True,
+                         seed=config.seed, augment=search.info.augment, cache=config.cache)
+    val = make_dataset(search.x_val, search.y_val, batch_size=config.batch_size, training=False,
+                       cache=config.cache)
+    return train, val
+
+
+def resolve_augment(config: DataConfig) -> str:
+    """The augmentation policy ``config`` asks for (one of `AUGMENTS`)."""
+    known = config.name if config.name in NAMES else None
+    enabled = config.augment if config.augment is not None else known in _AUGMENT_BY_DEFAULT
+    if not enabled:
+        return AUGMENT_NONE
+    return _AUGMENT_WHEN_ON.get(known, AUGMENT_CROP_FLIP)
+
+
+# --------------------------------------------------------------------------- pipelines
+
+
+def make_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, training: bool, seed: int = 0,
+                 augment: str = AUGMENT_NONE, cache: bool = False,
+                 drop_remainder: bool = False) -> tf.data.Dataset:
+    """An input pipeline over in-memory arrays: [cache] -> [shuffle] -> batch -> [augment] -> prefetch.
+
+    Args:
+      x: images (N, H, W, C), already normalised.
+      y: integer labels (N,).
+      batch_size: examples per batch.
+      training: shuffle (buffer = the whole split, a new order every epoch) and
+        augment; evaluation pipelines keep the given order and never augment.
+      seed: seeds the shuffle and the augmentation, so the sequence of batches
+        over epochs is the same in every run with the same seed.
+      augment: one of `AUGMENTS`; used only when ``training``.
+      cache: cache examples after the first pass. The arrays are already in
+        memory, so this buys little and holds a second copy of the data; it is
+        here for parity with file-backed sources (see the pipeline benchmark).
+      drop_remainder: drop a last, smaller batch.
+
+    Returns:
+      A dataset of ``(images float32 (B, H, W, C), labels int32 (B,))``.
+    """
+    x, y = _check_arrays(x, y)
+    if not _is_int(batch_size) or batch_size < 1:
+        raise DataError(f"make_dataset: batch_size must be a positive integer, got {batch_size!r}")
+    if augment not in AUGMENTS:
+        raise DataError(f"make_dataset: augment must be one of {AUGMENTS}, got {augment!r}")
+    dataset = tf.data.Dataset.from_tensor_slices((x, y))
+    if cache:
+        dataset = dataset.cache()
+    if training:
+        dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    if training and augment != AUGMENT_NONE:
+        dataset = _augment(dataset, augment, seed, x.shape[1])
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _check_arrays(x, y) -> Tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if x.ndim != 4:
+        raise DataError(f"make_dataset: x must be (N, H, W, C), got shape {x.shape}")
+    if y.shape != (len(x),):
+        raise DataError(f"make_dataset: y must be ({len(x)},) to match x, got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"make_dataset: y must hold integer labels, got dtype {y.dtype}")
+    return x.astype(np.float32, copy=False), y.astype(np.int32, copy=False)
+
+
+def _augment(dataset: tf.data.Dataset, policy: str, seed: int, height: int) -> tf.data.Dataset:
+    """Per-image random crop (and flip) on batches, seeded per batch and per epoch."""
+    pad = max(1, round(height / 8))  # 4 pixels on 32x32 images, 1 on 8x8 digits
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+
+    def apply(batch, batch_seed):
+        images, labels = batch
+        images = _random_crop(images, tf.stack([batch_seed, tf.constant(0, tf.int64)]), pad)
+        if policy == AUGMENT_CROP_FLIP:
+            images = _random_flip(images, tf.stack([batch_seed, tf.constant(1, tf.int64)]))
+        return images, labels
+
+    return tf.data.Dataset.zip((dataset, seeds)).map(apply, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _random_crop(images: tf.Tensor, seed: tf.Tensor, pad: int) -> tf.Tensor:
+    """Zero-pads (zero is the mean after normalisation) and crops back, per image."""
+    height, width = images.shape[1], images.shape[2]
+    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    offsets = tf.random.stateless_uniform([tf.shape(images)[0], 2], seed=seed, minval=0,
+                                          maxval=2 * pad + 1, dtype=tf.int32)
+    rows = offsets[:, :1] + tf.range(height)[tf.newaxis]
+    cols = offsets[:, 1:] + tf.range(width)[tf.newaxis]
+    cropped = tf.gather(padded, rows, axis=1, batch_dims=1)
+    return tf.gather(cropped, cols, axis=2, batch_dims=1)
+
+
+def _random_flip(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    flip = tf.random.stateless_uniform([tf.shape(images)[0]], seed=seed) < 0.5
+    return tf.where(flip[:, tf.newaxis, tf.newaxis, tf.newaxis], tf.reverse(images, axis=[2]), images)
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def _split_indices(source: _Source, config: DataConfig) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, validation, test) example positions; test indexes x_test when the source has one."""
+    pool = np.arange(len(source.y))
+    where = source.location
+    if source.y_test is None:
+        pool, test_idx = _stratified_split(pool, source.y, config.test_fraction, config.seed,
+                                           f"{where} (test split, test_fraction={config.test_fraction})")
+        y_test = source.y
+    else:
+        test_idx = np.arange(len(source.y_test))
+        y_test = source.y_test
+    train_idx, val_idx = _stratified_split(
+        pool, source.y, config.validation_fraction, config.seed,
+        f"{where} (validation split, validation_fraction={config.validation_fraction})")
+    train_idx = _proxy_subset(train_idx, source.y, config, where)
+    for split, idx, labels in (("train", train_idx, source.y), ("validation", val_idx, source.y),
+                               ("test", test_idx, y_test)):
+        _check_every_class(labels[idx], source, split)
+    return train_idx, val_idx, test_idx
+
+
+def _stratified_split(idx: np.ndarray, y: np.ndarray, fraction, seed: int,
+                      where: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Splits positions ``idx`` into (kept, held out); ``fraction`` is a share or a count."""
+    counts = np.bincount(y[idx])
+    present = np.flatnonzero(counts)
+    lonely = present[counts[present] < 2]
+    if len(lonely):
+        raise DataError(f"{where}: class(es) {lonely.tolist()} have a single example, so a stratified "
+                        "split would leave one side without them; every class needs at least 2 examples")
+    try:
+        kept, held = model_selection.train_test_split(idx, test_size=fraction, stratify=y[idx],
+                                                      random_state=seed)
+    except ValueError as error:  # e.g. fewer held-out examples than classes
+        raise DataError(f"{where}: cannot split {len(idx)} examples of {len(present)} classes: {error}") from error
+    return np.sort(kept), np.sort(held)
+
+
+def _proxy_subset(train_idx: np.ndarray, y: np.ndarray, config: DataConfig, where: str) -> np.ndarray:
+    size = int(round(config.train_fraction * len(train_idx)))
+    if config.max_examples is not None:
+        size = min(size, config.max_examples)
+    if size >= len(train_idx):
+        return train_idx
+    what = f"{where} (proxy training set, train_fraction={config.train_fraction}, max_examples={config.max_examples})"
+    _, subset = _stratified_split(train_idx, y, size, config.seed, what)
+    return subset
+
+
+def _check_every_class(labels: np.ndarray, source: _Source, split: str) -> None:
+    missing = np.flatnonzero(np.bincount(labels, minlength=source.num_classes) == 0)
+    if len(missing):
+        names = [source.class_names[i] for i in missing[:10]]
+        raise DataError(f"{source.location}: the {split} split ({len(labels)} examples) has no example of "
+                        f"class(es) {missing.tolist()[:10]} {names}; use more data (raise train_fraction / "
+                        "max_examples) or check the labels")
+
+
+# --------------------------------------------------------------------------- arrays
+
+
+def _to_float(x: np.ndarray, resize: Optional[Tuple[int, int]]) -> np.ndarray:
+    """float32 copy of images (N, H, W, C), resized (bilinear) when ``resize`` differs."""
+    if resize is None or tuple(x.shape[1:3]) == tuple(resize):
+        return x.astype(np.float32)
+    out = np.empty((len(x),) + tuple(resize) + x.shape[3:], dtype=np.float32)
+    for start in range(0, len(x), _CHUNK):
+        chunk = tf.convert_to_tensor(x[start:start + _CHUNK], dtype=tf.float32)
+        out[start:start + _CHUNK] = tf.image.resize(chunk, resize, method="bilinear").numpy()
+    return out
+
+
+def _fit_normalisation(x: np.ndarray) -> Normalisation:
+    """Per-channel mean and std of float32 images, accumulated in float64 by chunks."""
+    total = np.zeros(x.shape[-1])
+    squares = np.zeros(x.shape[-1])
+    for start in range(0, len(x), _CHUNK):
+        chunk = x[start:start + _CHUNK].astype(np.float64).reshape(-1, x.shape[-1])
+        total += chunk.sum(axis=0)
+        squares += np.square(chunk).sum(axis=0)
+    count = x.size // x.shape[-1]
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - np.square(mean), 0.0))
+    std = np.where(std > 1e-6, std, 1.0)  # a constant channel is only centred
+    return Normalisation(mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std))
+
+
+def _normalise_in_place(x: np.ndarray, normalisation: Normalisation) -> np.ndarray:
+    x -= np.asarray(normalisation.mean, dtype=np.float32)
+    x /= np.asarray(normalisation.std, dtype=np.float32)
+    return x
+
+
+def _images(x: np.ndarray, where: str) -> np.ndarray:
+    """Checks an image array and returns it as (N, H, W, C)."""
+    if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise DataError(f"{where}: images must be integers or floats, got dtype {x.dtype}")
+    if x.ndim == 3:
+        x = x[..., np.newaxis]
+    if x.ndim != 4 or min(x.shape[1:]) < 1:
+        raise DataError(f"{where}: images must be (N, H, W) or (N, H, W, C), got shape {x.shape}")
+    if len(x) == 0:
+        raise DataError(f"{where}: holds no images")
+    if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+        raise DataError(f"{where}: images contain NaN or infinite values")
+    return x
+
+
+def _labels(y: np.ndarray, count: int, where: str) -> np.ndarray:
+    """Checks integer labels for ``count`` images and returns them as int32 (N,)."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise DataError(f"{where}: labels must be (N,), got shape {y.shape}")
+    if len(y) != count:
+        raise DataError(f"{where}: {len(y)} labels for {count} images; the lengths must match")
+    if y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{where}: labels must be integers, got dtype {y.dtype}")
+    if len(y) and y.min() < 0:
+        raise DataError(f"{where}: labels out of range: found {int(y.min())}, labels must be >= 0")
+    return y.astype(np.int32)
+
+
+def _check_label_range(y: np.ndarray, num_classes: int, where: str) -> None:
+    if len(y) and y.max() >= num_classes:
+        raise DataError(f"{where}: labels out of range: found {int(y.max())}, "
+                        f"the data set has {num_classes} classes (0 .. {num_classes - 1})")
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def _read_source(config: DataConfig) -> _Source:
+    name = config.name
+    if name == DIGITS:
+        return _read_digits()
+    if name in TFDS_NAMES:
+        return _read_tfds(name, config.data_dir, config.download)
+    if name.lower().endswith(".npz"):
+        return _read_npz(name)
+    if os.path.isdir(name):
+        return _read_folder(name, config.resize)
+    if os.path.isfile(name):
+        raise DataError(f"{name}: unsupported file; expected a .npz file with arrays 'x' and 'y'")
+    if os.sep in name or name.startswith("."):
+        raise DataError(f"{name}: no such file or directory")
+    raise DataError(f"unknown data set {name!r}: expected one of {', '.join(NAMES)}, a path to a .npz "
+                    "file with arrays 'x' and 'y', or a folder with one sub-folder of images per class")
+
+
+def _read_digits() -> _Source:
+    bunch = sklearn_datasets.load_digits()
+    return _Source(name=DIGITS, x=bunch.images[..., np.newaxis].astype(np.float32),
+                   y=bunch.target.astype(np.int32), x_test=None, y_test=None, num_classes=10,
+                   class_names=tuple(str(int(c)) for c in bunch.target_names),
+                   location="sklearn.datasets.load_digits (shipped with scikit-learn)")
+
+
+def _read_tfds(name: str, data_dir: Optional[str], download: bool) -> _Source:
+    builder = tfds_builder(name, data_dir, download)
+    label = builder.info.features["label"]
+    splits = {}
+    for split in ("train", "test"):
+        images, labels = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, as_supervised=True))
+        where = f"{builder.data_dir} ({split} split)"
+        splits[split] = (_images(images, where), _labels(labels, len(images), where))
+        _check_label_range(splits[split][1], label.num_classes, where)
+    return _Source(name=name, x=splits["train"][0], y=splits["train"][1], x_test=splits["test"][0],
+                   y_test=splits["test"][1], num_classes=label.num_classes, class_names=tuple(label.names),
+                   location=builder.data_dir)
+
+
+def tfds_builder(name: str, data_dir: Optional[str], download: bool):
+    """A prepared TFDS builder; never downloads unless ``download``, and then only if reachable.
+
+    Raises:
+      DatasetNotPreparedError: the data set is not prepared under ``data_dir``
+        and ``download`` is False, or its download hosts cannot be reached.
+    """
+    builder = tfds.builder(name, data_dir=data_dir)
+    if builder.is_prepared():
+        return builder
+    if not download:
+        raise DatasetNotPreparedError(_not_prepared_message(builder, name))
+    _check_reachable(builder, name)
+    logging.info("Downloading and preparing %s into %s", name, builder.data_dir)
+    builder.download_and_prepare()
+    return builder
+
+
+def _not_prepared_message(builder, name: str) -> str:
+    root = os.fspath(builder.data_dir_root)
+    return (f"TFDS data set {name!r} is not prepared: looked for {builder.data_dir} (no dataset_info.json "
+            f"and features.json there) and did not download, because downloading is off. Prepare it with "
+            f"one of:\n"
+            f"  * rerun with --download (DataConfig(download=True))\n"
+            f"  * run: tfds build {name} --data_dir={root}\n"
+            f"  * or: python -c \"import tensorflow_datasets as tfds; "
+            f"tfds.builder('{name}', data_dir='{root}').download_and_prepare()\"\n"
+            f"  * or copy a prepared '{name}' folder from another machine into {root}\n"
+            f"and pass --data_dir={root} if that is not TFDS's default directory.")
+
+
+def _check_reachable(builder, name: str) -> None:
+    """Fails fast when a download host is unreachable (TFDS would retry for minutes)."""
+    if any(os.environ.get(var) for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")):
+        return  # a proxy decides; a direct probe would say nothing
+    hosts = set()
+    for url in (builder.url_infos or {}):
+        parsed = urllib.parse.urlparse(url)
+        if parsed.hostname:
+            hosts.add((parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)))
+    for host, port in sorted(hosts):
+        try:
+            socket.create_connection((host, port), timeout=_PROBE_TIMEOUT_S).close()
+        except OSError as error:
+            raise DatasetNotPreparedError(
+                f"cannot download {name!r}: {host}:{port} is unreachable ({error}). Prepare it on a machine "
+                f"with internet access (tfds build {name} --data_dir=DIR) and copy DIR/{name} into "
+                f"{os.fspath(builder.data_dir_root)}.") from error
+
+
+def _read_npz(path: str) -> _Source:
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if not hasattr(archive, "files"):
+                raise DataError(f"{path}: holds a single array, expected a .npz archive with 'x' and 'y'")
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        if isinstance(error, DataError):
+            raise
+        raise DataError(f"{path}: not a readable .npz file ({error})") from error
+    return _source_from_arrays(arrays, path)
+
+
+def _source_from_arrays(arrays: Dict[str, np.ndarray], path: str) -> _Source:
+    missing = [key for key in ("x", "y") if key not in arrays]
+    if missing:
+        raise DataError(f"{path}: missing array(s) {missing}; found {sorted(arrays)}, expected 'x' and 'y'")
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        raise DataError(f"{path}: 'x_test' and 'y_test' must come together; found {sorted(arrays)}")
+    ignored = set(arrays) - {"x", "y", "x_test", "y_test", "class_names"}
+    if ignored:
+        logging.warning("%s: ignoring arrays %s", path, sorted(ignored))
+    x = _images(arrays["x"], f"{path}: array 'x'")
+    y = _labels(arrays["y"], len(x), f"{path}: array 'y'")
+    x_test = y_test = None
+    if "x_test" in arrays:
+        x_test = _images(arrays["x_test"], f"{path}: array 'x_test'")
+        y_test = _labels(arrays["y_test"], len(x_test), f"{path}: array 'y_test'")
+        if x_test.shape[1:] != x.shape[1:]:
+            raise DataError(f"{path}: 'x_test' images are {x_test.shape[1:]}, 'x' images are {x.shape[1:]}")
+    class_names = _npz_class_names(arrays, y, y_test, path)
+    for key, labels in (("y", y), ("y_test", y_test)):
+        if labels is not None:
+            _check_label_range(labels, len(class_names), f"{path}: array '{key}'")
+    return _Source(name=path, x=x, y=y, x_test=x_test, y_test=y_test, num_classes=len(class_names),
+                   class_names=class_names, location=os.path.abspath(path))
+
+
+def _npz_class_names(arrays, y, y_test, path: str) -> Tuple[str, ...]:
+    if "class_names" in arrays:
+        names = arrays["class_names"]
+        if names.ndim != 1 or len(names) < 2:
+            raise DataError(f"{path}: array 'class_names' must list at least 2 names, got shape {names.shape}")
+        return tuple(str(name) for name in names)
+    num_classes = int(max(y.max(), y_test.max() if y_test is not None else 0)) + 1
+    if num_classes < 2:
+        raise DataError(f"{path}: array 'y' has a single class; a classifier needs at least 2")
+    return tuple(str(i) for i in range(num_classes))
+
+
+def _read_folder(root: str, resize: Optional[Tuple[int, int]]) -> _Source:
+    subdirs = _subdirectories(root)
+    if "train" in subdirs and set(subdirs) <= {"train", "test"}:
+        class_names = tuple(_subdirectories(os.path.join(root, "train")))
+        x, y = _read_class_folders(os.path.join(root, "train"), class_names, resize)
+        x_test = y_test = None
+        if "test" in subdirs:
+            unknown = set(_subdirectories(os.path.join(root, "test"))) - set(class_names)
+            if unknown:
+                raise DataError(f"{os.path.join(root, 'test')}: classes {sorted(unknown)} are not in train")
+            x_test, y_test = _read_class_folders(os.path.join(root, "test"), class_names, resize)
+            if x_test.shape[1:] != x.shape[1:]:
+                raise DataError(f"{root}: test images are {x_test.shape[1:]}, train images {x.shape[1:]}")
+    else:
+        class_names = tuple(subdirs)
+        x, y = _read_class_folders(root, class_names, resize)
+        x_test = y_test = None
+    return _Source(name=root, x=x, y=y, x_test=x_test, y_test=y_test, num_classes=len(class_names),
+                   class_names=class_names, location=os.path.abspath(root))
+
+
+def _subdirectories(root: str) -> list:
+    return sorted(entry.name for entry in os.scandir(root)
+                  if entry.is_dir() and not entry.name.startswith("."))
+
+
+def _read_class_folders(root: str, class_names: Sequence[str],
+                        resize: Optional[Tuple[int, int]]) -> Tuple[np.ndarray, np.ndarray]:
+    if len(class_names) < 2:
+        raise DataError(f"{root}: found {len(class_names)} class sub-folder(s) {list(class_names)}; expected one "
+                        "sub-folder of images per class, at least 2 classes")
+    images, labels, first = [], [], None
+    for label, name in enumerate(class_names):
+        folder = os.path.join(root, name)
+        files = sorted(entry.name for entry in os.scandir(folder) if entry.is_file()
+                       and entry.name.lower().endswith(IMAGE_EXTENSIONS)) if os.path.isdir(folder) else []
+        if not files:
+            raise DataError(f"{folder}: class folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        for file_name in files:
+            path = os.path.join(folder, file_name)
+            image = _decode_image(path, resize)
+            if first is None:
+                first = (path, image.shape)
+            elif image.shape != first[1]:
+                raise DataError(f"{path}: image shape {image.shape} differs from {first[0]}: {first[1]}; "
+                                "images must share one size and channel count (pass --resize=H,W for the size)")
+            images.append(image)
+            labels.append(label)
+    return np.stack(images), np.asarray(labels, dtype=np.int32)
+
+
+def _decode_image(path: str, resize: Optional[Tuple[int, int]]) -> np.ndarray:
+    try:
+        image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
+        raise DataError(f"{path}: cannot decode image ({error.message})") from error
+    if resize is not None and tuple(image.shape[:2]) != tuple(resize):
+        return tf.image.resize(tf.cast(image, tf.float32), resize, method="bilinear").numpy()
+    return image.numpy()
