@@ -6,14 +6,18 @@ children and finalists, so their accuracies are comparable.
 """
 
 import dataclasses
+import json
 import os
 from typing import Optional, Sequence
 
+from absl import logging
 import keras
+import tensorflow as tf
 
 from acompress import archspec
 from acompress import keras_builder
 from acompress import keras_parser
+from acompress import rundir
 from acompress import training
 from acompress import zoo
 
@@ -84,3 +88,59 @@ def train(teacher: Teacher, train_data, validation_data, input_shape: Sequence[i
                                       name="teacher")
     summary = training.fit(model, train_data, validation_data, config, callbacks=callbacks, verbose=verbose)
     return model, summary
+
+
+MODEL_FILE = "teacher.keras"
+SPEC_FILE = "teacher_spec.json"
+METRICS_FILE = "metrics.json"
+
+
+def train_or_load(teacher_dir: str, teacher: Teacher, splits, train_data, validation_data, test_data,
+                  config: training.TrainConfig, *, seed: int, bn_momentum: float = 0.9):
+    """The teacher stage, resumable: trains and saves the teacher, or loads it if already done.
+
+    Writes `teacher_dir`/teacher.keras, teacher_spec.json and metrics.json (parameters,
+    FLOPs, validation and test accuracy, the training summary). A directory whose
+    metrics.json was made from another spec, seed or training config is retrained.
+
+    Args:
+      teacher_dir: the stage's directory (created if missing).
+      teacher: the resolved teacher.
+      splits: the `data.Splits` (for the data's info).
+      train_data, validation_data, test_data: batched pipelines; the test split is
+        evaluated once, here, to report the teacher's accuracy.
+      config: the training budget.
+      seed: initialisation seed.
+      bn_momentum: batch norm momentum of the built teacher.
+
+    Returns:
+      (model, metrics dict).
+    """
+    info = splits.info
+    key = {"spec_hash": teacher.spec.hash, "source": teacher.source, "seed": seed, "train": config.to_dict(),
+           "bn_momentum": bn_momentum, "data": info.to_dict()}
+    model_path = os.path.join(teacher_dir, MODEL_FILE)
+    metrics_path = os.path.join(teacher_dir, METRICS_FILE)
+    if (tf.io.gfile.exists(metrics_path) and tf.io.gfile.exists(model_path)
+            and rundir.read_json(metrics_path).get("key") == json.loads(rundir.to_json(key))):
+        logging.info("teacher: reusing %s", model_path)
+        return keras_parser.load_keras_model(model_path), rundir.read_json(metrics_path)
+    keras.utils.set_random_seed(seed)
+    model, summary = train(teacher, train_data, validation_data, info.input_shape, info.num_classes, config,
+                           bn_momentum=bn_momentum)
+    metrics = {
+        "key": key,
+        "params": teacher.spec.count_params(info.input_shape, info.num_classes),
+        "flops": teacher.spec.count_flops(info.input_shape, info.num_classes),
+        "val_accuracy": training.accuracy(model, validation_data),
+        "test_accuracy": training.accuracy(model, test_data),
+        "summary": summary,
+    }
+    tf.io.gfile.makedirs(teacher_dir)
+    model.save(model_path)
+    archspec.save(teacher.spec, os.path.join(teacher_dir, SPEC_FILE))
+    rundir.write_json(metrics_path, metrics)
+    logging.info("teacher: %d params, validation accuracy %.4f, test accuracy %.4f", metrics["params"],
+                 metrics["val_accuracy"], metrics["test_accuracy"])
+    return model, metrics
+

@@ -1,0 +1,245 @@
+"""Training children fast: a short proxy budget, several children per traced step.
+
+The corpus is the method's whole cost, so this module is built for throughput:
+
+* **Packing.** `pack` children train side by side in one `tf.function` step that
+  reads each batch once; this removes the per-child trace, per-`fit` setup and
+  per-step dispatch cost, which dominate for the small children compression
+  needs. Each child has its own weights, its own initialisation seed and its own
+  loss; the losses are summed, so their gradients are independent, and one Adam
+  optimizer over all weights is the same as one Adam per child.
+* **A short proxy.** A few epochs with a cosine-decayed learning rate (which
+  settles faster than a constant rate) rank children almost as well as a long
+  training; the benchmark `benchmarks/corpus_benchmark.py` measures the ranking
+  (Kendall tau against 40-epoch training).
+* **Distillation** (optional): the teacher's logits for each batch are computed
+  once per packed step and shared by every child in it.
+
+A child whose loss becomes NaN or infinite is frozen from that step on (its
+gradients are zeroed) and reported as ``diverged``; a child that cannot be built
+or trained is reported as ``failed`` with the reason. Neither stops the others.
+"""
+
+import dataclasses
+import time
+import traceback
+from typing import Callable, Dict, List, Optional, Sequence
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+from acompress import archspec
+from acompress import keras_builder
+
+OK, FAILED, DIVERGED = "ok", "failed", "diverged"
+
+
+@dataclasses.dataclass(frozen=True)
+class ProxyConfig:
+    """The proxy budget children are trained with.
+
+    Attributes:
+      epochs: passes over the (proxy) training data.
+      learning_rate: Adam's peak learning rate.
+      schedule: "cosine" (decay to 0 over the budget) or "constant".
+      pack: children trained together in one traced step (1 = one at a time).
+      distill: train against the teacher's soft targets as well as the labels.
+      distill_alpha: weight of the hard-label loss when distilling (1 - alpha on the soft one).
+      distill_temperature: softmax temperature of the soft targets.
+      bn_momentum: batch norm momentum of the children (0.9 settles within a short proxy;
+        Keras' 0.99 does not, see keras_builder).
+    """
+
+    epochs: int = 4
+    learning_rate: float = 3e-3
+    schedule: str = "cosine"
+    pack: int = 8
+    distill: bool = False
+    distill_alpha: float = 0.5
+    distill_temperature: float = 4.0
+    bn_momentum: float = 0.9
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"proxy epochs must be >= 1, got {self.epochs}")
+        if self.pack < 1:
+            raise ValueError(f"pack must be >= 1, got {self.pack}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        if not 0.0 <= self.distill_alpha <= 1.0:
+            raise ValueError(f"distill_alpha must be in [0, 1], got {self.distill_alpha}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChildResult:
+    """What training one child produced.
+
+    `train_seconds` is the child's share of its packed group's wall time (build,
+    trace, training and evaluation divided equally among the group).
+    """
+
+    index: int
+    spec: archspec.ArchSpec
+    seed: int
+    val_accuracy: float
+    epochs: int
+    train_seconds: float
+    status: str
+    reason: str = ""
+
+
+def child_seed(seed: int, index: int, replicate: int = 0) -> int:
+    """A per-child seed derived from the run seed, stable across packing and sharding."""
+    return int(np.random.SeedSequence([seed, index, replicate]).generate_state(1)[0] % (2 ** 31 - 1)) + 1
+
+
+def train_children(specs: Sequence[archspec.ArchSpec], indices: Sequence[int], train: tf.data.Dataset,
+                   validation: tf.data.Dataset, input_shape: Sequence[int], num_classes: int,
+                   config: ProxyConfig, *, seed: int, replicate: int = 0,
+                   teacher: Optional[keras.Model] = None,
+                   on_result: Optional[Callable[[List[ChildResult]], None]] = None) -> List[ChildResult]:
+    """Trains `specs` in packed groups; returns one ChildResult per spec, in order.
+
+    Args:
+      specs: the children.
+      indices: each child's index in the corpus (seeds derive from it).
+      train: batched training dataset of (x, y); it is iterated `config.epochs` times.
+      validation: batched validation dataset of (x, y).
+      input_shape: (H, W, C) of the data.
+      num_classes: classes of the data.
+      config: the proxy budget.
+      seed: the run seed.
+      replicate: 0 for the first training of these children, 1.. for repeats with other seeds.
+      teacher: the trained teacher, required when `config.distill`.
+      on_result: called with each finished group's results (for durable storage and progress).
+    """
+    if len(specs) != len(indices):
+        raise ValueError(f"{len(specs)} specs but {len(indices)} indices")
+    if config.distill and teacher is None:
+        raise ValueError("distillation needs the trained teacher")
+    results = []
+    for start in range(0, len(specs), config.pack):
+        group = [(indices[i], specs[i]) for i in range(start, min(start + config.pack, len(specs)))]
+        group_results = _train_group_or_each(group, train, validation, input_shape, num_classes, config,
+                                             seed, replicate, teacher)
+        results.extend(group_results)
+        if on_result is not None:
+            on_result(group_results)
+    return results
+
+
+def _train_group_or_each(group, train, validation, input_shape, num_classes, config, seed, replicate, teacher):
+    try:
+        return _train_group(group, train, validation, input_shape, num_classes, config, seed, replicate, teacher)
+    except Exception as error:  # noqa: BLE001 - one bad child must not stop the corpus
+        if len(group) == 1:
+            index, spec = group[0]
+            logging.warning("child %d failed: %s", index, error)
+            logging.debug("%s", traceback.format_exc())
+            return [ChildResult(index, spec, child_seed(seed, index, replicate), float("nan"), 0, 0.0, FAILED,
+                                f"{type(error).__name__}: {error}"[:500])]
+        logging.warning("packed group of %d failed (%s); training its children one by one", len(group), error)
+        return [result for member in group for result in
+                _train_group_or_each([member], train, validation, input_shape, num_classes, config, seed,
+                                     replicate, teacher)]
+
+
+def _build_children(group, input_shape, num_classes, config, seed, replicate):
+    models, seeds = [], []
+    for index, spec in group:
+        child = child_seed(seed, index, replicate)
+        keras.utils.set_random_seed(child)
+        model = keras_builder.build_model(spec, input_shape, num_classes, bn_momentum=config.bn_momentum,
+                                          name=f"child_{index}")
+        models.append(keras_builder.logits_model(model))
+        seeds.append(child)
+    return models, seeds
+
+
+def _learning_rate(config: ProxyConfig, total_steps: int):
+    if config.schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(config.learning_rate, max(1, total_steps))
+    return config.learning_rate
+
+
+def _train_group(group, train, validation, input_shape, num_classes, config, seed, replicate, teacher):
+    start = time.perf_counter()
+    models, seeds = _build_children(group, input_shape, num_classes, config, seed, replicate)
+    teacher_logits = keras_builder.logits_model(teacher) if config.distill else None
+    steps = _cardinality(train) * config.epochs
+    optimizer = keras.optimizers.Adam(learning_rate=_learning_rate(config, steps))
+    variables = [m.trainable_variables for m in models]
+    flat_variables = [v for vs in variables for v in vs]
+    optimizer.build(flat_variables)
+    alive = tf.Variable(tf.ones([len(models)], tf.bool), trainable=False)
+    hard = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    temperature = config.distill_temperature
+
+    def child_loss(y, logits, soft_targets):
+        loss = hard(y, logits)
+        if soft_targets is None:
+            return loss
+        soft = keras.losses.kl_divergence(soft_targets, tf.nn.softmax(logits / temperature))
+        return config.distill_alpha * loss + (1 - config.distill_alpha) * temperature ** 2 * tf.reduce_mean(soft)
+
+    @tf.function(reduce_retracing=True)
+    def train_step(x, y):
+        soft_targets = None
+        if teacher_logits is not None:
+            soft_targets = tf.nn.softmax(tf.cast(teacher_logits(x, training=False), tf.float32) / temperature)
+        with tf.GradientTape() as tape:
+            losses = [child_loss(y, tf.cast(m(x, training=True), tf.float32), soft_targets) for m in models]
+            total = tf.add_n(losses)
+        finite = tf.math.is_finite(tf.stack(losses))
+        alive.assign(tf.logical_and(alive, finite))
+        gradients = tape.gradient(total, flat_variables)
+        masked, position = [], 0
+        for child, child_vars in enumerate(variables):
+            for gradient in gradients[position:position + len(child_vars)]:
+                masked.append(tf.where(alive[child], gradient, tf.zeros_like(gradient)))
+            position += len(child_vars)
+        optimizer.apply(masked, flat_variables)
+        return tf.stack(losses)
+
+    @tf.function(reduce_retracing=True)
+    def correct_counts(x, y):
+        y = tf.cast(tf.reshape(y, [-1]), tf.int64)
+        return tf.stack([tf.reduce_sum(tf.cast(tf.equal(tf.argmax(m(x, training=False), -1), y), tf.int64))
+                         for m in models])
+
+    for _ in range(config.epochs):
+        for x, y in train:
+            train_step(x, y)
+    correct = np.zeros(len(models), np.int64)
+    total = 0
+    for x, y in validation:
+        correct += correct_counts(x, y).numpy()
+        total += int(tf.shape(x)[0])
+    alive_now = alive.numpy()
+    seconds = (time.perf_counter() - start) / len(models)
+    results = []
+    for k, (index, spec) in enumerate(group):
+        if alive_now[k]:
+            results.append(ChildResult(index, spec, seeds[k], float(correct[k] / total), config.epochs, seconds, OK))
+        else:
+            results.append(ChildResult(index, spec, seeds[k], float("nan"), config.epochs, seconds, DIVERGED,
+                                       "loss became NaN or infinite"))
+    return results
+
+
+def _cardinality(dataset: tf.data.Dataset) -> int:
+    steps = int(dataset.cardinality())
+    if steps < 1:
+        raise ValueError("the training dataset must have a known, non-zero number of batches")
+    return steps
+
+
+def accuracy_by_index(results: Sequence[ChildResult]) -> Dict[int, float]:
+    return {r.index: r.val_accuracy for r in results}

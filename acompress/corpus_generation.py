@@ -1,0 +1,177 @@
+"""Generating a corpus: sample children of a teacher, train them, store them durably.
+
+    teacher spec --sampler--> children --child_training (packed, proxy)--> corpus shards
+
+The list of children is a pure function of the teacher, the search space, the
+sampler configuration and the seed, so every process (shard) and every resumed
+run sees the same list; `corpus.shard_indices` gives each shard its part, and
+`corpus.CorpusWriter.done_keys` tells a resumed run what is already stored.
+Each packed group is written as one part file as soon as it finishes, so a
+killed run loses at most the group in flight.
+"""
+
+import dataclasses
+import math
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from absl import logging
+import keras
+import numpy as np
+
+from acompress import archspec
+from acompress import child_training
+from acompress import corpus
+from acompress import data
+from acompress import progress
+from acompress import sampler as sampler_lib
+from acompress import search_space as search_space_lib
+from acompress import tokens
+
+
+@dataclasses.dataclass(frozen=True)
+class CorpusConfig:
+    """What corpus to make.
+
+    Attributes:
+      num_children: children in the complete corpus (over all shards).
+      replicate_fraction: share of children trained a second time with another seed
+        (replicate 1), which measures the noise ceiling of the accuracy predictor.
+      num_shards: processes the work is split over.
+      shard_index: which of them this process is.
+      sampler: how children are drawn.
+      proxy: how children are trained.
+    """
+
+    num_children: int = 500
+    replicate_fraction: float = 0.1
+    num_shards: int = 1
+    shard_index: int = 0
+    sampler: sampler_lib.SamplerConfig = dataclasses.field(default_factory=sampler_lib.SamplerConfig)
+    proxy: child_training.ProxyConfig = dataclasses.field(default_factory=child_training.ProxyConfig)
+
+    def __post_init__(self):
+        if self.num_children < 1:
+            raise ValueError(f"num_children must be >= 1, got {self.num_children}")
+        if not 0.0 <= self.replicate_fraction <= 1.0:
+            raise ValueError(f"replicate_fraction must be in [0, 1], got {self.replicate_fraction}")
+        corpus.shard_indices(self.num_children, self.num_shards, self.shard_index)
+
+    def to_dict(self) -> dict:
+        return {"num_children": self.num_children, "replicate_fraction": self.replicate_fraction,
+                "num_shards": self.num_shards, "shard_index": self.shard_index,
+                "sampler": self.sampler.to_dict(), "proxy": self.proxy.to_dict()}
+
+
+def search_space_for(teacher: archspec.ArchSpec) -> search_space_lib.SearchSpace:
+    """The default space for a teacher's corpus: the default vocabularies, and no
+    more layers than the teacher has (children only remove layers)."""
+    return search_space_lib.SearchSpace(max_layers=len(teacher))
+
+
+def replicated_indices(num_children: int, fraction: float, seed: int) -> List[int]:
+    """The children trained twice: a seeded random subset of ceil(fraction * n)."""
+    count = int(math.ceil(fraction * num_children))
+    order = np.random.RandomState(seed + 7919).permutation(num_children)
+    return sorted(int(i) for i in order[:count])
+
+
+def make_metadata(teacher: archspec.ArchSpec, data_config: data.DataConfig, info: data.DatasetInfo,
+                  config: CorpusConfig, space: search_space_lib.SearchSpace, seed: int) -> Dict[str, Any]:
+    """The corpus metadata: everything a record's meaning depends on.
+
+    The shard layout (num_shards, shard_index) is not pinned: shards written by
+    different processes form one corpus.
+    """
+    input_shape, num_classes = info.input_shape, info.num_classes
+    tokenizer = tokens.Tokenizer(space)
+    return corpus.make_metadata(
+        dataset={"name": info.name, "config": data_config.to_dict(), "info": info.to_dict()},
+        teacher=corpus.describe_teacher(teacher, params=teacher.count_params(input_shape, num_classes),
+                                        flops=teacher.count_flops(input_shape, num_classes)),
+        search_space=space, sampler=config.sampler.to_dict(), proxy=config.proxy.to_dict(), seed=seed,
+        num_children=config.num_children, tokens_shape=tokenizer.shape,
+        extra={"replicate_fraction": config.replicate_fraction})
+
+
+def sample(teacher: archspec.ArchSpec, info: data.DatasetInfo, config: CorpusConfig,
+           space: search_space_lib.SearchSpace, seed: int) -> List[archspec.ArchSpec]:
+    return sampler_lib.sample_children(teacher, input_shape=info.input_shape, num_classes=info.num_classes,
+                                   count=config.num_children, seed=seed, space=space, config=config.sampler)
+
+
+def todo(children: Sequence[archspec.ArchSpec], config: CorpusConfig, done: set,
+         seed: int) -> List[Tuple[int, int]]:
+    """(child_index, replicate) pairs this shard still has to train, first trainings first."""
+    mine = corpus.shard_indices(len(children), config.num_shards, config.shard_index)
+    replicated = set(replicated_indices(len(children), config.replicate_fraction, seed))
+    keys = [(i, 0) for i in mine] + [(i, 1) for i in mine if i in replicated]
+    return [key for key in keys if key not in done]
+
+
+def generate(corpus_dir: str, teacher: archspec.ArchSpec, search: data.SearchSplits,
+             data_config: data.DataConfig, config: CorpusConfig, *, seed: int,
+             space: Optional[search_space_lib.SearchSpace] = None,
+             teacher_model: Optional[keras.Model] = None) -> Dict[str, Any]:
+    """Generates (or resumes) this shard of the corpus in `corpus_dir`; returns the corpus summary.
+
+    Args:
+      corpus_dir: where the shards and metadata.json go (any tf.io.gfile path).
+      teacher: the teacher's spec.
+      search: the train/validation data children see (never the test split). Its
+        training split is the proxy data (see `data.DataConfig.train_fraction`).
+      data_config: how `search` was made (pinned in the metadata, and its batch
+        size and seed drive the pipelines).
+      config: the corpus to make.
+      seed: the run seed: sampling and every child's initialisation derive from it.
+      space: the search space; default `search_space_for(teacher)`.
+      teacher_model: the trained teacher, needed to distil (`config.proxy.distill`).
+    """
+    if not isinstance(search, data.SearchSplits):
+        raise TypeError(f"generate takes data.SearchSplits (Splits.for_search()), got {type(search).__name__}")
+    space = space or search_space_for(teacher)
+    info = search.info
+    metadata = make_metadata(teacher, data_config, info, config, space, seed)
+    writer = corpus.CorpusWriter(corpus_dir, metadata, config.shard_index, config.num_shards)
+    children = sample(teacher, info, config, space, seed)
+    pending = todo(children, config, writer.done_keys(), seed)
+    total = len(todo(children, config, set(), seed))
+    logging.info("Corpus shard %d/%d: %d of %d trainings to do (%d children, %.0f%% replicated)",
+                 config.shard_index, config.num_shards, len(pending), total, len(children),
+                 100 * config.replicate_fraction)
+    if pending:
+        _train_pending(children, pending, writer, search, data_config, config, seed, space, teacher_model, total)
+    return corpus.read_corpus(corpus_dir).summary()
+
+
+def _train_pending(children, pending, writer, search, data_config, config, seed, space, teacher_model, total):
+    info = search.info
+    teacher_params = writer.metadata["teacher"]["params"]
+    tokenizer = tokens.Tokenizer(space)
+    train, validation = data.search_datasets(search, data_config)
+    bar = progress.Progress(total=total, label="children", unit="children", start=total - len(pending))
+
+    def store(results: List[child_training.ChildResult], replicate: int) -> None:
+        records = [_record(result, replicate, info, tokenizer) for result in results]
+        writer.write(records)
+        best = max((r.val_accuracy for r in records if r.status == child_training.OK), default=float("nan"))
+        sizes = ", ".join(f"{teacher_params / r.params:.0f}x" for r in records)
+        bar.update(len(records), extra=f"last group: ratios {sizes}; best acc {best:.3f}")
+
+    for replicate in sorted({r for _, r in pending}):
+        indices = [i for i, r in pending if r == replicate]
+        child_training.train_children(
+            [children[i] for i in indices], indices, train, validation, info.input_shape, info.num_classes,
+            config.proxy, seed=seed, replicate=replicate, teacher=teacher_model,
+            on_result=lambda results, replicate=replicate: store(results, replicate))
+    bar.close()
+
+
+def _record(result: child_training.ChildResult, replicate: int, info: data.DatasetInfo,
+            tokenizer: tokens.Tokenizer) -> corpus.ChildRecord:
+    spec = result.spec
+    return corpus.ChildRecord.from_spec(
+        spec, child_index=result.index, tokens=tokenizer.encode(spec).ravel().tolist(),
+        val_accuracy=result.val_accuracy, params=spec.count_params(info.input_shape, info.num_classes),
+        flops=spec.count_flops(info.input_shape, info.num_classes), epochs=result.epochs,
+        train_seconds=result.train_seconds, seed=result.seed, status=result.status, reason=result.reason,
+        replicate=replicate)

@@ -1,0 +1,91 @@
+"""Generates the child corpus of a teacher: trains the teacher, samples children, trains them.
+
+  acompress-generate-corpus --flagfile=flags/digits.flags --output_dir=runs/digits
+
+Rerunning the same command resumes where it stopped (only the children in flight are
+lost); --overwrite starts over. Outputs in <output_dir>:
+  config.json            the resolved configuration
+  teacher/               teacher.keras, teacher_spec.json, metrics.json (test accuracy)
+  corpus/                metadata.json + TFRecord part files (or --corpus_dir)
+  corpus_summary.json    counts, failures, accuracy and compression-ratio spread
+  corpus.png             validation accuracy vs. parameters, teacher marked
+
+Many machines: give each the same --corpus_dir (e.g. a bucket), --num_shards=N and its own
+--shard_index; together the shards form one corpus.
+"""
+
+import dataclasses
+import json
+import os
+
+from acompress.binaries import _cli  # noqa: F401  (quiet TensorFlow before it loads)
+from absl import flags
+import keras
+
+from acompress import corpus
+from acompress import corpus_generation
+from acompress import data
+from acompress import plots
+from acompress import precision
+from acompress import rundir
+from acompress import teacher as teacher_lib
+from acompress.flags import corpus_flags
+from acompress.flags import data_flags
+from acompress.flags import runtime_flags
+from acompress.flags import teacher_flags
+from acompress.flags import training_flags
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    runtime_flags.define_flags()
+    data_flags.define_flags()
+    teacher_flags.define_flags()
+    corpus_flags.define_flags()
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
+    data_config = data_flags.config_from_flags(FLAGS, FLAGS.seed)
+    teacher_train = training_flags.train_config_from_flags(FLAGS, prefix="teacher_")
+    corpus_config = corpus_flags.corpus_config_from_flags(FLAGS)
+    proxy_data_config = dataclasses.replace(data_config, train_fraction=FLAGS.proxy_fraction)
+    corpus_dir = FLAGS.corpus_dir or os.path.join(FLAGS.output_dir or "", "corpus")
+    config = {"binary": "generate_corpus", "runtime": runtime_flags.runtime_from_flags(FLAGS),
+              "data": data_config.to_dict(), "proxy_data": proxy_data_config.to_dict(),
+              "teacher": FLAGS.teacher, "teacher_train": teacher_train.to_dict(), "bn_momentum": FLAGS.bn_momentum,
+              "corpus": corpus_config.to_dict(), "corpus_dir": corpus_dir}
+    rundir.prepare(FLAGS.output_dir, config, overwrite=FLAGS.overwrite, resume=True)
+    precision.apply(FLAGS.precision)
+    keras.utils.set_random_seed(FLAGS.seed)
+
+    splits = data.load(data_config)
+    info = splits.info
+    teacher = teacher_lib.resolve(FLAGS.teacher, info.input_shape, info.num_classes)
+    train, validation, test = data.pipelines(splits, data_config)
+    teacher_model, teacher_metrics = teacher_lib.train_or_load(
+        os.path.join(FLAGS.output_dir, "teacher"), teacher, splits, train, validation, test, teacher_train,
+        seed=FLAGS.seed, bn_momentum=FLAGS.bn_momentum)
+
+    proxy_splits = splits if proxy_data_config == data_config else data.load(proxy_data_config)
+    summary = corpus_generation.generate(corpus_dir, teacher.spec, proxy_splits.for_search(), proxy_data_config,
+                                         corpus_config, seed=FLAGS.seed, teacher_model=teacher_model)
+    summary["teacher"] = {key: teacher_metrics[key] for key in ("params", "flops", "val_accuracy", "test_accuracy")}
+    rundir.write_json(os.path.join(FLAGS.output_dir, "corpus_summary.json"), summary)
+    stored = corpus.read_corpus(corpus_dir).select(["ok"])
+    plots.corpus_scatter(os.path.join(FLAGS.output_dir, "corpus.png"), stored.params, stored.val_accuracy,
+                         teacher_params=teacher_metrics["params"], teacher_accuracy=teacher_metrics["val_accuracy"],
+                         title=f"{info.name}: {len(stored)} children of {FLAGS.teacher}",
+                         teacher_label="teacher (full training)")
+    print(json.dumps(summary, sort_keys=True, indent=2))
+
+
+def run() -> None:
+    define_flags()
+    _cli.run(main)
+
+
+if __name__ == "__main__":
+    run()
