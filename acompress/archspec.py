@@ -93,12 +93,17 @@ class SpecError(ValueError):
     def __init__(self, message: str, layer_index: Optional[int] = None, field: Optional[str] = None):
         self.layer_index = layer_index
         self.field = field
-        where = []
-        if layer_index is not None:
-            where.append(f"layer {layer_index}")
-        if field is not None:
-            where.append(f"field '{field}'")
-        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+        super().__init__(locate(message, layer_index, field))
+
+
+def locate(message: str, layer_index: Optional[int] = None, field: Optional[str] = None) -> str:
+    """Prefixes `message` with "layer I, field 'F': " for the parts that are known."""
+    where = []
+    if layer_index is not None:
+        where.append(f"layer {layer_index}")
+    if field is not None:
+        where.append(f"field '{field}'")
+    return f"{', '.join(where)}: {message}" if where else message
 
 
 class ShapeError(SpecError):

@@ -23,7 +23,7 @@ or trained is reported as ``failed`` with the reason. Neither stops the others.
 import dataclasses
 import time
 import traceback
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from absl import logging
 import keras
@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from acompress import archspec
 from acompress import keras_builder
+from acompress import training
 
 OK, FAILED, DIVERGED = "ok", "failed", "diverged"
 
@@ -173,7 +174,7 @@ def _train_group(group, train, validation, input_shape, num_classes, config, see
     start = time.perf_counter()
     models, seeds = _build_children(group, input_shape, num_classes, config, seed, replicate)
     teacher_logits = keras_builder.logits_model(teacher) if config.distill else None
-    steps = _cardinality(train) * config.epochs
+    steps = training.steps_per_epoch(train) * config.epochs
     optimizer = keras.optimizers.Adam(learning_rate=_learning_rate(config, steps))
     variables = [m.trainable_variables for m in models]
     flat_variables = [v for vs in variables for v in vs]
@@ -232,14 +233,3 @@ def _train_group(group, train, validation, input_shape, num_classes, config, see
             results.append(ChildResult(index, spec, seeds[k], float("nan"), config.epochs, seconds, DIVERGED,
                                        "loss became NaN or infinite"))
     return results
-
-
-def _cardinality(dataset: tf.data.Dataset) -> int:
-    steps = int(dataset.cardinality())
-    if steps < 1:
-        raise ValueError("the training dataset must have a known, non-zero number of batches")
-    return steps
-
-
-def accuracy_by_index(results: Sequence[ChildResult]) -> Dict[int, float]:
-    return {r.index: r.val_accuracy for r in results}

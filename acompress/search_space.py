@@ -37,12 +37,7 @@ class OutOfSearchSpaceError(Exception):
     def __init__(self, message: str, layer_index: Optional[int] = None, field: Optional[str] = None):
         self.layer_index = layer_index
         self.field = field
-        where = []
-        if layer_index is not None:
-            where.append(f"layer {layer_index}")
-        if field is not None:
-            where.append(f"field '{field}'")
-        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+        super().__init__(archspec.locate(message, layer_index, field))
 
 
 @dataclasses.dataclass(frozen=True)
