@@ -25,6 +25,13 @@ def _default_widths() -> Tuple[int, ...]:
 
 DEFAULT_WIDTHS = _default_widths()
 
+# A valid layer per field, to check each vocabulary value by replacing that field.
+_PROBES = {
+    "kernel": archspec.maxpool(1, 1, "same"), "stride": archspec.maxpool(1, 1, "same"),
+    "padding": archspec.maxpool(1, 1, "same"), "filters": archspec.dense(1), "use_bias": archspec.dense(1),
+    "activation": archspec.act(), "rate": archspec.dropout(0.5), "shortcut": archspec.basic(1, kernel=1),
+}
+
 
 class OutOfSearchSpaceError(Exception):
     """A well-formed spec that the search space cannot express.
@@ -65,6 +72,27 @@ class SearchSpace:
         unknown = set(self.kinds) - set(archspec.KINDS)
         if unknown:
             raise ValueError(f"unknown layer kinds {sorted(unknown)}")
+        if not set(self.kinds) & set(archspec.TRANSITIONS):
+            raise ValueError(f"kinds must include one of {archspec.TRANSITIONS}: no spec could become flat")
+        for field in ("kind",) + archspec.FIELDS:
+            values = self.values(field)
+            if len(set(values)) != len(values) or len({(type(v), v) for v in values}) != len(values):
+                raise ValueError(f"the {field} vocabulary repeats a value: {values}")
+            if field != "kind":
+                self._check_values(field, values)
+        for kind in self.kinds:
+            empty = [field for field in archspec.KIND_FIELDS[kind] if not self.values(field)]
+            if empty:
+                raise ValueError(f"kind {kind!r} is in the search space but the {empty[0]} vocabulary is empty")
+
+    @staticmethod
+    def _check_values(field: str, values: Tuple) -> None:
+        """Every vocabulary value must be one archspec accepts for `field`."""
+        for value in values:
+            try:
+                archspec.validate_layer(_PROBES[field].replace(**{field: value}))
+            except archspec.SpecError as error:
+                raise ValueError(f"search space {field} value {value!r} is invalid: {error}") from None
 
     def values(self, field: str) -> Tuple:
         """The allowed values of a layer field (`kind` or one of archspec.FIELDS)."""

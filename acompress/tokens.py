@@ -70,13 +70,6 @@ FIRST_VALUE = 2
 _WINDOWED = ("conv", "maxpool", "avgpool")  # kinds with a user-chosen padding
 _FIELD_INDEX = {name: index for index, name in enumerate(FIELDS)}
 
-# A probe layer per field, to check that each space value is one archspec accepts.
-_PROBES = {
-    "kernel": archspec.maxpool(1, 1, "same"), "stride": archspec.maxpool(1, 1, "same"),
-    "padding": archspec.maxpool(1, 1, "same"), "filters": archspec.dense(1), "use_bias": archspec.dense(1),
-    "activation": archspec.act(), "rate": archspec.dropout(0.5), "shortcut": archspec.basic(1, kernel=1),
-}
-
 LogitsLike = Union[np.ndarray, Sequence[np.ndarray]]
 
 
@@ -101,7 +94,6 @@ class Tokenizer:
     def __init__(self, space: Optional[search_space.SearchSpace] = None):
         self._space = search_space.SearchSpace() if space is None else space
         self._values = {field: tuple(self._space.values(field)) for field in FIELDS}
-        _check_space(self._space, self._values)
         self._token_of = {field: {value: FIRST_VALUE + index for index, value in enumerate(values)}
                           for field, values in self._values.items()}
         self._vocab_sizes = tuple(FIRST_VALUE + len(self._values[field]) for field in FIELDS)
@@ -506,24 +498,3 @@ def _initial_prefix(input_shape: Optional[Sequence[int]]) -> _Prefix:
                                   f"got {input_shape!r}")
     height, width, channels = (int(d) for d in shape)
     return _Prefix(False, False, channels, height, width)
-
-
-def _check_space(space: search_space.SearchSpace, values: Dict[str, Tuple]) -> None:
-    """Raises ValueError if the space cannot serve as a vocabulary (see the messages)."""
-    for field, field_values in values.items():
-        if len(set(field_values)) != len(field_values):
-            raise ValueError(f"search space field {field!r} repeats a value: {field_values}")
-        if field == "kind":
-            continue
-        for value in field_values:
-            try:
-                archspec.validate_layer(_PROBES[field].replace(**{field: value}))
-            except archspec.SpecError as error:
-                raise ValueError(f"search space value {value!r} of {field!r} is not a valid layer value: "
-                                 f"{error}") from None
-    if not set(values["kind"]) & set(archspec.TRANSITIONS):
-        raise ValueError("the search space has no gap, gmp or flatten kind, so it holds no spec")
-    for kind in values["kind"]:
-        empty = [field for field in archspec.KIND_FIELDS[kind] if not values[field]]
-        if empty:
-            raise ValueError(f"kind {kind!r} is in the search space but field {empty[0]!r} has no values")

@@ -44,3 +44,18 @@ def test_snap_width_and_round_trip():
     assert search_space.SearchSpace(max_layers=8).hash != space.hash
     with pytest.raises(ValueError, match="unknown search space fields"):
         search_space.SearchSpace.from_dict({"widths": [1]})
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"filters": (8, 8, 16)}, "filters vocabulary repeats"),
+    ({"kernels": (0, 3)}, "kernel value 0 is invalid"),
+    ({"rates": (0.5, 1.0)}, "rate value 1.0 is invalid"),
+    ({"paddings": ("same", "full")}, "padding value 'full' is invalid"),
+    ({"strides": ()}, "kind 'conv' is in the search space but the stride vocabulary is empty"),
+    ({"kinds": ("conv", "bn")}, "no spec could become flat"),
+    ({"kinds": ("conv", "pool", "gap")}, "unknown layer kinds"),
+    ({"max_layers": 0}, "max_layers"),
+])
+def test_space_rejects_bad_vocabularies(kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        search_space.SearchSpace(**kwargs)

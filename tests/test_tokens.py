@@ -71,16 +71,9 @@ def test_to_dict_round_trip_through_json(tok):
         tokens.Tokenizer.from_dict({**data, "fields": list(reversed(data["fields"]))})
 
 
-@pytest.mark.parametrize("space, message", [
-    (search_space.SearchSpace(filters=(8, 16, 8)), "repeats a value"),
-    (search_space.SearchSpace(kinds=("conv", "dense")), "no gap, gmp or flatten"),
-    (search_space.SearchSpace(kernels=(0, 3)), "not a valid layer value"),
-    (search_space.SearchSpace(rates=(0.5, 1.0)), "not a valid layer value"),
-    (search_space.SearchSpace(shortcuts=()), "has no values"),
-])
-def test_rejects_spaces_that_cannot_be_vocabularies(space, message):
-    with pytest.raises(ValueError, match=message):
-        tokens.Tokenizer(space)
+def test_plain_space_without_block_fields_is_a_vocabulary():
+    space = search_space.SearchSpace(kinds=("conv", "bn", "act", "maxpool", "gap", "dense"), shortcuts=())
+    assert tokens.Tokenizer(space).vocab_sizes[tokens.FIELDS.index("shortcut")] == 2  # PAD and NA only
 
 
 # -- round trip ----------------------------------------------------------------------
