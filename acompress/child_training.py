@@ -23,7 +23,7 @@ or trained is reported as ``failed`` with the reason. Neither stops the others.
 import dataclasses
 import time
 import traceback
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 from absl import logging
 import keras
@@ -31,8 +31,8 @@ import numpy as np
 import tensorflow as tf
 
 from acompress import archspec
+from acompress import data
 from acompress import keras_builder
-from acompress import training
 
 OK, FAILED, DIVERGED = "ok", "failed", "diverged"
 
@@ -101,22 +101,33 @@ def child_seed(seed: int, index: int, replicate: int = 0) -> int:
     return int(np.random.SeedSequence([seed, index, replicate]).generate_state(1)[0] % (2 ** 31 - 1)) + 1
 
 
-def train_children(specs: Sequence[archspec.ArchSpec], indices: Sequence[int], train: tf.data.Dataset,
-                   validation: tf.data.Dataset, input_shape: Sequence[int], num_classes: int,
-                   config: ProxyConfig, *, seed: int, replicate: int = 0,
+class _Data(NamedTuple):
+    """What every group trains and is scored on."""
+
+    batches: data.EpochBatches
+    validation: tf.data.Dataset
+    input_shape: Tuple[int, ...]
+    num_classes: int
+
+
+def train_children(specs: Sequence[archspec.ArchSpec], indices: Sequence[int], search: data.SearchSplits,
+                   config: ProxyConfig, *, batch_size: int, seed: int, replicate: int = 0,
                    teacher: Optional[keras.Model] = None,
                    on_result: Optional[Callable[[List[ChildResult]], None]] = None) -> List[ChildResult]:
     """Trains `specs` in packed groups; returns one ChildResult per spec, in order.
 
+    Every group sees the same batches in the same order (`data.EpochBatches` seeded by
+    `seed`), so a child's result depends on its spec, index, replicate and the seed
+    only: not on its group, its shard, or on what was trained before it.
+
     Args:
       specs: the children.
-      indices: each child's index in the corpus (seeds derive from it).
-      train: batched training dataset of (x, y); it is iterated `config.epochs` times.
-      validation: batched validation dataset of (x, y).
-      input_shape: (H, W, C) of the data.
-      num_classes: classes of the data.
+      indices: each child's index in the corpus (initialisation seeds derive from it).
+      search: the train/validation data (never the test split); children train on its
+        training split and are scored on its validation split.
       config: the proxy budget.
-      seed: the run seed.
+      batch_size: examples per training batch.
+      seed: the run seed: batch order, augmentation and initialisations derive from it.
       replicate: 0 for the first training of these children, 1.. for repeats with other seeds.
       teacher: the trained teacher, required when `config.distill`.
       on_result: called with each finished group's results (for durable storage and progress).
@@ -125,20 +136,26 @@ def train_children(specs: Sequence[archspec.ArchSpec], indices: Sequence[int], t
         raise ValueError(f"{len(specs)} specs but {len(indices)} indices")
     if config.distill and teacher is None:
         raise ValueError("distillation needs the trained teacher")
+    if not isinstance(search, data.SearchSplits):
+        raise TypeError(f"train_children takes data.SearchSplits (Splits.for_search()), got {type(search).__name__}")
+    info = search.info
+    inputs = _Data(data.EpochBatches(search.x_train, search.y_train, batch_size=batch_size, seed=seed,
+                                     augment=info.augment),
+                   data.make_dataset(search.x_val, search.y_val, batch_size=max(batch_size, 256), training=False),
+                   tuple(info.input_shape), info.num_classes)
     results = []
     for start in range(0, len(specs), config.pack):
         group = [(indices[i], specs[i]) for i in range(start, min(start + config.pack, len(specs)))]
-        group_results = _train_group_or_each(group, train, validation, input_shape, num_classes, config,
-                                             seed, replicate, teacher)
+        group_results = _train_group_or_each(group, inputs, config, seed, replicate, teacher)
         results.extend(group_results)
         if on_result is not None:
             on_result(group_results)
     return results
 
 
-def _train_group_or_each(group, train, validation, input_shape, num_classes, config, seed, replicate, teacher):
+def _train_group_or_each(group, inputs: _Data, config, seed, replicate, teacher):
     try:
-        return _train_group(group, train, validation, input_shape, num_classes, config, seed, replicate, teacher)
+        return _train_group(group, inputs, config, seed, replicate, teacher)
     except Exception as error:  # noqa: BLE001 - one bad child must not stop the corpus
         if len(group) == 1:
             index, spec = group[0]
@@ -147,18 +164,17 @@ def _train_group_or_each(group, train, validation, input_shape, num_classes, con
             return [ChildResult(index, spec, child_seed(seed, index, replicate), float("nan"), 0, 0.0, FAILED,
                                 f"{type(error).__name__}: {error}"[:500])]
         logging.warning("packed group of %d failed (%s); training its children one by one", len(group), error)
-        return [result for member in group for result in
-                _train_group_or_each([member], train, validation, input_shape, num_classes, config, seed,
-                                     replicate, teacher)]
+        return [result for member in group
+                for result in _train_group_or_each([member], inputs, config, seed, replicate, teacher)]
 
 
-def _build_children(group, input_shape, num_classes, config, seed, replicate):
+def _build_children(group, inputs: _Data, config, seed, replicate):
     models, seeds = [], []
     for index, spec in group:
         child = child_seed(seed, index, replicate)
         keras.utils.set_random_seed(child)
-        model = keras_builder.build_model(spec, input_shape, num_classes, bn_momentum=config.bn_momentum,
-                                          name=f"child_{index}")
+        model = keras_builder.build_model(spec, inputs.input_shape, inputs.num_classes,
+                                          bn_momentum=config.bn_momentum, name=f"child_{index}")
         models.append(keras_builder.logits_model(model))
         seeds.append(child)
     return models, seeds
@@ -170,12 +186,15 @@ def _learning_rate(config: ProxyConfig, total_steps: int):
     return config.learning_rate
 
 
-def _train_group(group, train, validation, input_shape, num_classes, config, seed, replicate, teacher):
+def _all_finite(tensors) -> tf.Tensor:
+    return tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(t)) for t in tensors]))
+
+
+def _train_group(group, inputs: _Data, config, seed, replicate, teacher):
     start = time.perf_counter()
-    models, seeds = _build_children(group, input_shape, num_classes, config, seed, replicate)
+    models, seeds = _build_children(group, inputs, config, seed, replicate)
     teacher_logits = keras_builder.logits_model(teacher) if config.distill else None
-    steps = training.steps_per_epoch(train) * config.epochs
-    optimizer = keras.optimizers.Adam(learning_rate=_learning_rate(config, steps))
+    optimizer = keras.optimizers.Adam(learning_rate=_learning_rate(config, inputs.batches.steps * config.epochs))
     variables = [m.trainable_variables for m in models]
     flat_variables = [v for vs in variables for v in vs]
     optimizer.build(flat_variables)
@@ -190,7 +209,9 @@ def _train_group(group, train, validation, input_shape, num_classes, config, see
         soft = keras.losses.kl_divergence(soft_targets, tf.nn.softmax(logits / temperature))
         return config.distill_alpha * loss + (1 - config.distill_alpha) * temperature ** 2 * tf.reduce_mean(soft)
 
-    @tf.function(reduce_retracing=True)
+    # One trace per group: the signature leaves the batch size open, so the last,
+    # smaller batch of an epoch does not trace the step again.
+    @tf.function(input_signature=list(inputs.batches.element_spec))
     def train_step(x, y):
         soft_targets = None
         if teacher_logits is not None:
@@ -198,38 +219,52 @@ def _train_group(group, train, validation, input_shape, num_classes, config, see
         with tf.GradientTape() as tape:
             losses = [child_loss(y, tf.cast(m(x, training=True), tf.float32), soft_targets) for m in models]
             total = tf.add_n(losses)
-        finite = tf.math.is_finite(tf.stack(losses))
-        alive.assign(tf.logical_and(alive, finite))
         gradients = tape.gradient(total, flat_variables)
-        masked, position = [], 0
+        # A child stays alive while its loss and all its gradients are finite; a dead
+        # child's gradients are zeroed, so it cannot disturb the optimizer's state.
+        finite, per_child, position = [], [], 0
         for child, child_vars in enumerate(variables):
-            for gradient in gradients[position:position + len(child_vars)]:
-                masked.append(tf.where(alive[child], gradient, tf.zeros_like(gradient)))
+            child_gradients = gradients[position:position + len(child_vars)]
             position += len(child_vars)
+            finite.append(tf.logical_and(tf.math.is_finite(losses[child]), _all_finite(child_gradients)))
+            per_child.append(child_gradients)
+        alive.assign(tf.logical_and(alive, tf.stack(finite)))
+        masked = [tf.where(alive[child], gradient, tf.zeros_like(gradient))
+                  for child, child_gradients in enumerate(per_child) for gradient in child_gradients]
         optimizer.apply(masked, flat_variables)
         return tf.stack(losses)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(input_signature=_batch_signature(inputs.validation))
     def correct_counts(x, y):
         y = tf.cast(tf.reshape(y, [-1]), tf.int64)
         return tf.stack([tf.reduce_sum(tf.cast(tf.equal(tf.argmax(m(x, training=False), -1), y), tf.int64))
                          for m in models])
 
-    for _ in range(config.epochs):
-        for x, y in train:
+    died_in_epoch = [None] * len(models)
+    for epoch in range(config.epochs):
+        for x, y in inputs.batches.for_epoch(epoch):
             train_step(x, y)
+        for k, is_alive in enumerate(alive.numpy()):
+            if not is_alive and died_in_epoch[k] is None:
+                died_in_epoch[k] = epoch + 1
     correct = np.zeros(len(models), np.int64)
     total = 0
-    for x, y in validation:
+    for x, y in inputs.validation:
         correct += correct_counts(x, y).numpy()
         total += int(tf.shape(x)[0])
-    alive_now = alive.numpy()
     seconds = (time.perf_counter() - start) / len(models)
     results = []
     for k, (index, spec) in enumerate(group):
-        if alive_now[k]:
+        if died_in_epoch[k] is None and not all(np.isfinite(w).all() for w in models[k].get_weights()):
+            died_in_epoch[k] = config.epochs  # e.g. non-finite batch norm statistics
+        if died_in_epoch[k] is None:
             results.append(ChildResult(index, spec, seeds[k], float(correct[k] / total), config.epochs, seconds, OK))
         else:
-            results.append(ChildResult(index, spec, seeds[k], float("nan"), config.epochs, seconds, DIVERGED,
-                                       "loss became NaN or infinite"))
+            results.append(ChildResult(index, spec, seeds[k], float("nan"), died_in_epoch[k], seconds, DIVERGED,
+                                       "loss, gradients or weights became NaN or infinite"))
     return results
+
+
+def _batch_signature(dataset: tf.data.Dataset):
+    """The (x, y) TensorSpecs of a batched dataset with the batch dimension left open."""
+    return [tf.TensorSpec([None, *spec.shape[1:]], spec.dtype) for spec in dataset.element_spec]

@@ -147,7 +147,6 @@ def _train_pending(children, pending, writer, search, data_config, config, seed,
     info = search.info
     teacher_params = writer.metadata["teacher"]["params"]
     tokenizer = tokens.Tokenizer(space)
-    train, validation = data.search_datasets(search, data_config)
     bar = progress.Progress(total=total, label="children", unit="children", start=total - len(pending))
 
     def store(results: List[child_training.ChildResult], replicate: int) -> None:
@@ -160,8 +159,8 @@ def _train_pending(children, pending, writer, search, data_config, config, seed,
     for replicate in sorted({r for _, r in pending}):
         indices = [i for i, r in pending if r == replicate]
         child_training.train_children(
-            [children[i] for i in indices], indices, train, validation, info.input_shape, info.num_classes,
-            config.proxy, seed=seed, replicate=replicate, teacher=teacher_model,
+            [children[i] for i in indices], indices, search, config.proxy, batch_size=data_config.batch_size,
+            seed=seed, replicate=replicate, teacher=teacher_model,
             on_result=lambda results, replicate=replicate: store(results, replicate))
     bar.close()
 

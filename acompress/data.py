@@ -387,6 +387,69 @@ def make_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, training: boo
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+class EpochBatches:
+    """Training batches whose order is a pure function of (seed, epoch).
+
+    `make_dataset` reshuffles on every pass, so what a pass sees depends on how many
+    passes came before it (and on TensorFlow's global seed). Child training needs
+    more: every packed group of children, on any shard, after any resume, must see
+    the same batches in epoch k. Here epoch k's order is a numpy permutation drawn
+    from ``[seed, k]`` and augmentation uses stateless ops seeded by
+    ``[seed, k, batch]``, so nothing depends on iteration history or global state.
+
+    Usage:
+      batches = data.EpochBatches(search.x_train, search.y_train, batch_size=64, seed=0)
+      for epoch in range(epochs):
+        for x, y in batches.for_epoch(epoch):
+          ...
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int,
+                 augment: str = AUGMENT_NONE):
+        x, y = _check_arrays(x, y)
+        if not _is_int(batch_size) or batch_size < 1:
+            raise DataError(f"EpochBatches: batch_size must be a positive integer, got {batch_size!r}")
+        if augment not in AUGMENTS:
+            raise DataError(f"EpochBatches: augment must be one of {AUGMENTS}, got {augment!r}")
+        if not len(x):
+            raise DataError("EpochBatches: the training split is empty")
+        self.size = len(x)
+        self.batch_size = batch_size
+        self.seed = int(seed)
+        self.augment = augment
+        self.steps = -(-self.size // batch_size)
+        self._x = tf.constant(x)
+        self._y = tf.constant(y)
+        self._height = x.shape[1]
+
+    @property
+    def element_spec(self):
+        return (tf.TensorSpec([None, *self._x.shape[1:]], tf.float32), tf.TensorSpec([None], tf.int32))
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The example order of `epoch` (a permutation of the split)."""
+        return np.random.default_rng([self.seed, int(epoch)]).permutation(self.size)
+
+    def for_epoch(self, epoch: int) -> tf.data.Dataset:
+        """The batches of `epoch`: ``(images float32 (B, H, W, C), labels int32 (B,))``."""
+        x, y = self._x, self._y
+        indices = tf.data.Dataset.from_tensor_slices(self.order(epoch)).batch(self.batch_size)
+        dataset = indices.map(lambda idx: (tf.gather(x, idx), tf.gather(y, idx)))
+        if self.augment != AUGMENT_NONE:
+            policy, pad = self.augment, max(1, round(self._height / 8))
+            epoch_seed = tf.constant(self.seed * 100_003 + int(epoch), tf.int64)
+
+            def apply(batch, step):
+                images, labels = batch
+                images = _random_crop(images, tf.stack([epoch_seed, 2 * step]), pad)
+                if policy == AUGMENT_CROP_FLIP:
+                    images = _random_flip(images, tf.stack([epoch_seed, 2 * step + 1]))
+                return images, labels
+
+            dataset = tf.data.Dataset.zip((dataset, tf.data.Dataset.range(self.steps))).map(apply)
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+
 def _check_arrays(x, y) -> Tuple[np.ndarray, np.ndarray]:
     x = np.asarray(x)
     y = np.asarray(y)

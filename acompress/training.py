@@ -122,7 +122,7 @@ def fit(model: keras.Model, train: tf.data.Dataset, validation: Optional[tf.data
     compile_model(model, config, steps_per_epoch(train))
     guard = _StopOnNaN()
     start = time.perf_counter()
-    history = model.fit(train, validation_data=validation, epochs=config.epochs,
+    history = model.fit(train, validation_data=validation, epochs=config.epochs, shuffle=False,
                         callbacks=[guard, *callbacks], verbose=verbose)
     seconds = time.perf_counter() - start
     epochs_run = len(history.history.get("loss", []))

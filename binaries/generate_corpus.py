@@ -43,6 +43,7 @@ def define_flags() -> None:
     data_flags.define_flags()
     teacher_flags.define_flags()
     corpus_flags.define_flags()
+    flags.mark_flag_as_required("output_dir")
 
 
 def main(argv) -> None:
@@ -57,13 +58,13 @@ def main(argv) -> None:
               "data": data_config.to_dict(), "proxy_data": proxy_data_config.to_dict(),
               "teacher": FLAGS.teacher, "teacher_train": teacher_train.to_dict(), "bn_momentum": FLAGS.bn_momentum,
               "corpus": corpus_config.to_dict(), "corpus_dir": corpus_dir}
-    rundir.prepare(FLAGS.output_dir, config, overwrite=FLAGS.overwrite, resume=True)
-    precision.apply(FLAGS.precision)
-    keras.utils.set_random_seed(FLAGS.seed)
-
+    # Bad data or teacher flags fail before anything is written to the output directory.
     splits = data.load(data_config)
     info = splits.info
     teacher = teacher_lib.resolve(FLAGS.teacher, info.input_shape, info.num_classes)
+    rundir.prepare(FLAGS.output_dir, config, overwrite=FLAGS.overwrite, resume=True)
+    precision.apply(FLAGS.precision)
+    keras.utils.set_random_seed(FLAGS.seed)
     train, validation, test = data.pipelines(splits, data_config)
     teacher_model, teacher_metrics = teacher_lib.train_or_load(
         os.path.join(FLAGS.output_dir, "teacher"), teacher, splits, train, validation, test, teacher_train,

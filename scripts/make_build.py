@@ -34,7 +34,7 @@ def _deps(path, own):
     text = open(path, encoding="utf-8").read()
     deps = set()
     for package, names in IMPORT.findall(text):
-        for name in (n.strip() for n in names.split(",")):
+        for name in (n.split(" as ")[0].strip() for n in names.split(",")):
             if name:
                 deps.add(f":{_target(package, name)}")
     for names in LOCAL_TEST_IMPORT.findall(text):

@@ -1,0 +1,266 @@
+"""The binaries end to end, run as a user runs them: `python -m binaries.<name>` from the repo root."""
+
+import json
+import math
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import time
+
+import pytest
+
+from acompress import corpus
+from acompress import corpus_generation
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = "--flagfile=flags/smoke.flags"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def read_flagfile(path):
+    """{flag name: value string} of a flagfile."""
+    values = {}
+    with open(os.path.join(REPO_ROOT, path)) as handle:
+        for line in handle:
+            line = line.strip()
+            if line.startswith("--"):
+                name, _, value = line[2:].partition("=")
+                values[name] = value
+    return values
+
+
+FLAGS = read_flagfile("flags/smoke.flags")
+NUM_CHILDREN = int(FLAGS["num_children"])
+NUM_REPLICATES = len(corpus_generation.replicated_indices(NUM_CHILDREN, float(FLAGS["replicate_fraction"]),
+                                                          int(FLAGS["seed"])))
+SMOKE_TRAININGS = NUM_CHILDREN + NUM_REPLICATES
+PACK = int(FLAGS["pack"])
+
+
+def run_binary(name, *args, timeout=600):
+    return subprocess.run([sys.executable, "-m", f"binaries.{name}", *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def generate_corpus(output_dir, *args, timeout=600):
+    return run_binary("generate_corpus", SMOKE, f"--output_dir={output_dir}", *args, timeout=timeout)
+
+
+def describe(result):
+    return f"exit {result.returncode}\n--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-5000:]}"
+
+
+def assert_one_line_error(result, message):
+    """Exit status 2, no traceback, and the last line of stderr is `error: ...` containing `message`."""
+    assert result.returncode == 2, describe(result)
+    assert "Traceback" not in result.stderr + result.stdout, describe(result)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], describe(result)
+    assert message in errors[0], describe(result)
+    assert result.stdout.strip() == ""
+
+
+def part_files(directory):
+    return sorted(name for name in os.listdir(directory) if name.endswith(".tfrecord"))
+
+
+def read_json(path):
+    with open(path) as handle:
+        return json.load(handle)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One run of flags/smoke.flags (teacher and corpus), shared by the tests below."""
+    output_dir = str(tmp_path_factory.mktemp("smoke") / "run")
+    result = generate_corpus(output_dir)
+    assert result.returncode == 0, describe(result)
+    return dict(output_dir=output_dir, result=result, corpus_dir=os.path.join(output_dir, "corpus"),
+                teacher=os.path.join(output_dir, "teacher", "teacher.keras"),
+                parts=part_files(os.path.join(output_dir, "corpus")))
+
+
+def test_generate_corpus_end_to_end(smoke):
+    out = smoke["output_dir"]
+    for name in ("config.json", "teacher/teacher.keras", "teacher/teacher_spec.json", "teacher/metrics.json",
+                 "corpus/metadata.json", "corpus_summary.json", "corpus.png"):
+        assert os.path.isfile(os.path.join(out, name)), name
+    config = read_json(os.path.join(out, "config.json"))
+    assert config["binary"] == "generate_corpus" and config["runtime"]["seed"] == int(FLAGS["seed"])
+    assert config["teacher"] == FLAGS["teacher"]
+    assert config["teacher_train"]["epochs"] == int(FLAGS["teacher_epochs"])
+    assert config["corpus"]["num_children"] == NUM_CHILDREN and config["corpus"]["proxy"]["pack"] == PACK
+    assert config["corpus"]["proxy"]["epochs"] == int(FLAGS["proxy_epochs"])
+    assert config["corpus_dir"] == os.path.join(out, "corpus")
+    metrics = read_json(os.path.join(out, "teacher", "metrics.json"))
+    assert metrics["val_accuracy"] > 0.5 and 0.0 <= metrics["test_accuracy"] <= 1.0
+    if FLAGS["teacher"] == "digits_cnn":
+        assert metrics["params"] == 559_306
+    metadata = read_json(os.path.join(out, "corpus", "metadata.json"))
+    assert metadata["num_children"] == NUM_CHILDREN and metadata["seed"] == int(FLAGS["seed"])
+    assert metadata["proxy"] == config["corpus"]["proxy"]
+    assert metadata["teacher"]["params"] == metrics["params"]
+
+    printed = json.loads(smoke["result"].stdout)  # stdout holds the summary and nothing else
+    assert printed == read_json(os.path.join(out, "corpus_summary.json"))
+    assert printed["num_children_stored"] == NUM_CHILDREN and printed["num_children_missing"] == 0
+    assert printed["num_records"] == SMOKE_TRAININGS and printed["num_replicates"] == NUM_REPLICATES
+    assert sum(printed["counts"].values()) == SMOKE_TRAININGS
+    assert printed["teacher"]["params"] == metrics["params"]
+    assert printed["teacher"]["test_accuracy"] == metrics["test_accuracy"]
+    stored = corpus.read_corpus(smoke["corpus_dir"])
+    assert stored.duplicates == () and stored.corrupt_files == ()
+    # One part file per packed group: first trainings, then replicates.
+    assert len(smoke["parts"]) == math.ceil(NUM_CHILDREN / PACK) + math.ceil(NUM_REPLICATES / PACK)
+
+    with open(os.path.join(out, "corpus.png"), "rb") as handle:
+        png = handle.read()
+    assert png[:8] == PNG_SIGNATURE and png[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", png[16:24])
+    assert width > 100 and height > 100
+
+
+def test_rerun_resumes_without_training_again(smoke):
+    corpus_dir = smoke["corpus_dir"]
+    mtimes = {name: os.stat(os.path.join(corpus_dir, name)).st_mtime_ns for name in smoke["parts"]}
+    result = generate_corpus(smoke["output_dir"])
+    assert result.returncode == 0, describe(result)
+    assert part_files(corpus_dir) == smoke["parts"]
+    assert {name: os.stat(os.path.join(corpus_dir, name)).st_mtime_ns for name in smoke["parts"]} == mtimes
+    assert json.loads(result.stdout) == json.loads(smoke["result"].stdout)
+    assert "teacher: reusing" in result.stderr
+    assert f"0 of {SMOKE_TRAININGS} trainings to do" in result.stderr
+
+
+def test_other_seed_on_the_same_output_dir_fails_in_one_line(smoke):
+    config_before = read_json(os.path.join(smoke["output_dir"], "config.json"))
+    result = generate_corpus(smoke["output_dir"], "--seed=1")
+    assert_one_line_error(result, "was made with a different configuration")
+    assert "--overwrite" in result.stderr
+    assert read_json(os.path.join(smoke["output_dir"], "config.json")) == config_before
+    assert part_files(smoke["corpus_dir"]) == smoke["parts"]
+
+
+def test_overwrite_replaces_the_output_dir(smoke, tmp_path):
+    output_dir = str(tmp_path / "run")
+    shutil.copytree(smoke["output_dir"], output_dir)
+    # A trained .keras teacher (outside the replaced directory) saves training it again.
+    result = generate_corpus(output_dir, "--overwrite", "--seed=1", "--num_children=2", "--replicate_fraction=0",
+                             f"--teacher={smoke['teacher']}")
+    assert result.returncode == 0, describe(result)
+    config = read_json(os.path.join(output_dir, "config.json"))
+    assert config["runtime"]["seed"] == 1 and config["corpus"]["num_children"] == 2
+    assert config["teacher"] == smoke["teacher"]
+    metadata = read_json(os.path.join(output_dir, "corpus", "metadata.json"))
+    assert metadata["seed"] == 1 and metadata["num_children"] == 2
+    assert part_files(os.path.join(output_dir, "corpus")) == [corpus.part_file_name(0, 1, 0)]
+    stored = corpus.read_corpus(os.path.join(output_dir, "corpus"))
+    assert [r.key for r in stored.records] == [(0, 0), (1, 0)]
+    assert json.loads(result.stdout)["num_records"] == 2
+    assert read_json(os.path.join(output_dir, "teacher", "metrics.json"))["summary"]["epochs"] == 0  # loaded
+
+
+# -- user errors: a clear message, no traceback ------------------------------------------
+
+@pytest.fixture(scope="module")
+def bad_teachers(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("teachers")
+    (folder / "no_kernel.json").write_text(json.dumps({"layers": [{"kind": "conv", "filters": 8}]}))
+    return folder
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--teacher=no_such_teacher"], "unknown teacher 'no_such_teacher'"),
+    (["--teacher={bad}/no_kernel.json"], "layer 0, field 'kernel'"),
+    (["--teacher={bad}/missing.keras"], "no Keras model at"),
+    (["--num_shards=2", "--shard_index=2"], "--shard_index=2 must be below --num_shards=2"),
+], ids=["unknown-zoo-name", "malformed-spec", "missing-keras-file", "shard-index"])
+def test_user_errors_are_one_line(args, message, bad_teachers, tmp_path):
+    result = generate_corpus(str(tmp_path / "run"), *[arg.format(bad=bad_teachers) for arg in args])
+    assert_one_line_error(result, message)
+    assert not os.path.exists(tmp_path / "run" / "corpus")
+
+
+def test_corrected_command_runs_after_a_teacher_typo(smoke, tmp_path):
+    output_dir = str(tmp_path / "run")
+    typo = generate_corpus(output_dir, "--teacher=digits_cnnn", "--num_children=1", "--replicate_fraction=0")
+    assert_one_line_error(typo, "unknown teacher 'digits_cnnn'")
+    fixed = generate_corpus(output_dir, f"--teacher={smoke['teacher']}", "--num_children=1",
+                            "--replicate_fraction=0")
+    assert fixed.returncode == 0, describe(fixed)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
+    (["--proxy_epochs=0"], "flag --proxy_epochs=0: 0 is not a positive integer"),
+], ids=["unknown-flag", "out-of-range"])
+def test_flag_errors_exit_nonzero_without_traceback(args, message, tmp_path):
+    result = generate_corpus(str(tmp_path / "run"), *args)
+    assert result.returncode != 0, describe(result)
+    assert "Traceback" not in result.stderr + result.stdout, describe(result)
+    assert message in result.stderr, describe(result)
+    assert result.stdout.strip() == ""
+    assert not os.path.exists(tmp_path / "run")
+
+
+# -- the corpus inspector -----------------------------------------------------------------
+
+def test_corpus_binary_prints_the_summary_and_metadata(smoke):
+    result = run_binary("corpus", f"--corpus_dir={smoke['corpus_dir']}", "--metadata")
+    assert result.returncode == 0, describe(result)
+    decoder = json.JSONDecoder()
+    summary, end = decoder.raw_decode(result.stdout)
+    metadata, _ = decoder.raw_decode(result.stdout[end:].lstrip())
+    saved = read_json(os.path.join(smoke["output_dir"], "corpus_summary.json"))
+    assert summary == {key: value for key, value in saved.items() if key != "teacher"}
+    assert metadata == read_json(os.path.join(smoke["corpus_dir"], "metadata.json"))
+
+
+def test_corpus_binary_on_a_directory_without_metadata(tmp_path):
+    result = run_binary("corpus", f"--corpus_dir={tmp_path}")
+    assert_one_line_error(result, "no metadata.json")
+
+
+# -- kill -9 and resume --------------------------------------------------------------------
+
+def test_sigkill_then_rerun_stores_every_child_exactly_once(smoke, tmp_path):
+    num_children, replicate_fraction = 12, 0.25
+    replicated = corpus_generation.replicated_indices(num_children, replicate_fraction, 0)
+    total = num_children + len(replicated)  # 15 trainings in 8 packs of 2
+    output_dir = str(tmp_path / "run")
+    corpus_dir = os.path.join(output_dir, "corpus")
+    # The smoke run's trained teacher (a .keras file) spares training one again.
+    args = [sys.executable, "-m", "binaries.generate_corpus", SMOKE, f"--output_dir={output_dir}", "--seed=0",
+            f"--num_children={num_children}", f"--replicate_fraction={replicate_fraction}", "--pack=2",
+            "--proxy_epochs=1", f"--teacher={smoke['teacher']}"]
+    process = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not (os.path.isdir(corpus_dir) and part_files(corpus_dir)):
+            assert process.poll() is None, f"generate_corpus exited ({process.returncode}) before writing a part"
+            assert time.monotonic() < deadline, "no part file after 300 s"
+            time.sleep(0.02)
+        process.kill()  # SIGKILL: no cleanup of any kind
+        assert process.wait(timeout=60) == -9
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    killed = corpus.read_corpus(corpus_dir)
+    assert 0 < len(killed) < total and killed.corrupt_files == ()
+
+    result = run_binary("generate_corpus", *args[3:])
+    assert result.returncode == 0, describe(result)
+    assert f"{total - len(killed)} of {total} trainings to do" in result.stderr  # only the rest
+    stored = corpus.read_corpus(corpus_dir)
+    assert stored.duplicates == () and stored.corrupt_files == ()
+    assert [r.key for r in stored.records] == sorted([(i, 0) for i in range(num_children)] +
+                                                     [(i, 1) for i in replicated])
+    summary = stored.summary()
+    assert summary["num_children_missing"] == 0 and summary["num_records"] == total
+    assert json.loads(result.stdout)["num_records"] == total
+    # Records written before the kill are kept as they were.
+    assert all(record in stored.records for record in killed.records)
