@@ -23,6 +23,7 @@ from absl import flags
 import keras
 
 from acompress import corpus
+from acompress import cpu_threads
 from acompress import corpus_generation
 from acompress import data
 from acompress import plots
@@ -58,6 +59,7 @@ def main(argv) -> None:
               "data": data_config.to_dict(), "proxy_data": proxy_data_config.to_dict(),
               "teacher": FLAGS.teacher, "teacher_train": teacher_train.to_dict(), "bn_momentum": FLAGS.bn_momentum,
               "corpus": corpus_config.to_dict(), "corpus_dir": corpus_dir}
+    cpu_threads.configure(FLAGS.intra_op_threads, FLAGS.inter_op_threads)
     # Bad data or teacher flags fail before anything is written to the output directory.
     splits = data.load(data_config)
     info = splits.info

@@ -29,6 +29,8 @@ def define_flags() -> None:
     flags.DEFINE_float("proxy_fraction", 1.0, "Share of the training split children train on (a stratified "
                        "subset).", lower_bound=0.0, upper_bound=1.0)
     flags.DEFINE_integer("pack", proxy.pack, "Children trained together in one traced step.", lower_bound=1)
+    flags.DEFINE_enum("graph_optimizer", "auto", ["auto", "on", "off"], "TensorFlow's graph optimizer on each "
+                      "packed step. auto: on with a GPU, off on a CPU (where it costs more than it saves).")
     flags.DEFINE_bool("distill", proxy.distill, "Train children against the teacher's soft targets too.")
     flags.DEFINE_float("distill_alpha", proxy.distill_alpha, "Weight of the hard-label loss when distilling.",
                        lower_bound=0.0, upper_bound=1.0)
@@ -44,7 +46,8 @@ def corpus_config_from_flags(flag_values) -> corpus_generation.CorpusConfig:
         epochs=flag_values.proxy_epochs, learning_rate=flag_values.proxy_learning_rate,
         schedule=flag_values.proxy_schedule, pack=flag_values.pack, distill=flag_values.distill,
         distill_alpha=flag_values.distill_alpha, distill_temperature=flag_values.distill_temperature,
-        bn_momentum=flag_values.bn_momentum)
+        bn_momentum=flag_values.bn_momentum,
+        graph_optimizer={"auto": None, "on": True, "off": False}[flag_values.graph_optimizer])
     return corpus_generation.CorpusConfig(
         num_children=flag_values.num_children, replicate_fraction=flag_values.replicate_fraction,
         num_shards=flag_values.num_shards, shard_index=flag_values.shard_index,

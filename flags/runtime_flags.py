@@ -17,8 +17,13 @@ def define_flags() -> None:
     flags.DEFINE_enum("precision", "auto", precision.POLICIES,
                       "Keras dtype policy. auto: mixed_float16 on a GPU, float32 on CPU (where mixed "
                       "precision was measured ~6x slower).")
+    flags.DEFINE_integer("intra_op_threads", 0, "Threads TensorFlow uses inside one op (0: its default, all "
+                         "cores). 1 suits packed child training on a CPU (see acompress.cpu_threads).",
+                         lower_bound=0)
+    flags.DEFINE_integer("inter_op_threads", 0, "Ops TensorFlow runs at once (0: its default).", lower_bound=0)
 
 
 def runtime_from_flags(flag_values) -> dict:
     return {"seed": flag_values.seed, "output_dir": flag_values.output_dir,
-            "overwrite": flag_values.overwrite, "precision": flag_values.precision}
+            "overwrite": flag_values.overwrite, "precision": flag_values.precision,
+            "intra_op_threads": flag_values.intra_op_threads, "inter_op_threads": flag_values.inter_op_threads}

@@ -64,3 +64,15 @@ def test_progress_reports_rate_and_eta():
     bar.update(2)
     assert bar.eta_seconds() == 0
     assert progress.format_seconds(3725) == "1:02:05" and progress.format_seconds(65) == "01:05"
+
+
+def test_cpu_threads_reject_bad_counts_and_late_changes():
+    import tensorflow as tf
+    from acompress import cpu_threads
+    with pytest.raises(ValueError, match="must be >= 0"):
+        cpu_threads.configure(-1, 0)
+    cpu_threads.configure(0, 0)  # keeps the defaults: always allowed
+    tf.constant(1.0) + 1.0  # TensorFlow has started its pools
+    current = tf.config.threading.get_intra_op_parallelism_threads()
+    with pytest.raises(ValueError, match="after it has started"):
+        cpu_threads.configure(current + 3, 0)
