@@ -46,6 +46,11 @@ def read_json(path: str) -> Any:
         return json.load(handle)
 
 
+def normalize(path: str) -> str:
+    """An absolute local path (so `runs/x` and `/abs/runs/x` are one directory); URLs stay as they are."""
+    return path if not path or "://" in path else os.path.abspath(path)
+
+
 def prepare(output_dir: str, config: Mapping[str, Any], *, overwrite: bool = False,
             resume: bool = False) -> str:
     """Creates `output_dir` and writes config.json.

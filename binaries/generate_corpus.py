@@ -54,7 +54,8 @@ def main(argv) -> None:
     teacher_train = training_flags.train_config_from_flags(FLAGS, prefix="teacher_")
     corpus_config = corpus_flags.corpus_config_from_flags(FLAGS)
     proxy_data_config = dataclasses.replace(data_config, train_fraction=FLAGS.proxy_fraction)
-    corpus_dir = FLAGS.corpus_dir or os.path.join(FLAGS.output_dir or "", "corpus")
+    output_dir = rundir.normalize(FLAGS.output_dir)
+    corpus_dir = rundir.normalize(FLAGS.corpus_dir or os.path.join(output_dir, "corpus"))
     config = {"binary": "generate_corpus", "runtime": runtime_flags.runtime_from_flags(FLAGS),
               "data": data_config.to_dict(), "proxy_data": proxy_data_config.to_dict(),
               "teacher": FLAGS.teacher, "teacher_train": teacher_train.to_dict(), "bn_momentum": FLAGS.bn_momentum,
@@ -64,23 +65,25 @@ def main(argv) -> None:
     splits = data.load(data_config)
     info = splits.info
     teacher = teacher_lib.resolve(FLAGS.teacher, info.input_shape, info.num_classes)
-    rundir.prepare(FLAGS.output_dir, config, overwrite=FLAGS.overwrite, resume=True)
+    rundir.prepare(output_dir, config, overwrite=FLAGS.overwrite, resume=True)
     precision.apply(FLAGS.precision)
     keras.utils.set_random_seed(FLAGS.seed)
     train, validation, test = data.pipelines(splits, data_config)
     teacher_model, teacher_metrics = teacher_lib.train_or_load(
-        os.path.join(FLAGS.output_dir, "teacher"), teacher, splits, train, validation, test, teacher_train,
+        os.path.join(output_dir, "teacher"), teacher, splits, train, validation, test, teacher_train,
         seed=FLAGS.seed, bn_momentum=FLAGS.bn_momentum)
 
     proxy_splits = splits if proxy_data_config == data_config else data.load(proxy_data_config)
     summary = corpus_generation.generate(corpus_dir, teacher.spec, proxy_splits.for_search(), proxy_data_config,
                                          corpus_config, seed=FLAGS.seed, teacher_model=teacher_model)
     summary["teacher"] = {key: teacher_metrics[key] for key in ("params", "flops", "val_accuracy", "test_accuracy")}
-    rundir.write_json(os.path.join(FLAGS.output_dir, "corpus_summary.json"), summary)
+    rundir.write_json(os.path.join(output_dir, "corpus_summary.json"), summary)
     stored = corpus.read_corpus(corpus_dir).select(["ok"])
-    plots.corpus_scatter(os.path.join(FLAGS.output_dir, "corpus.png"), stored.params, stored.val_accuracy,
+    first = stored.replicate == 0  # one point per child: replicates are second trainings of the same child
+    plots.corpus_scatter(os.path.join(output_dir, "corpus.png"), stored.params[first],
+                         stored.val_accuracy[first],
                          teacher_params=teacher_metrics["params"], teacher_accuracy=teacher_metrics["val_accuracy"],
-                         title=f"{info.name}: {len(stored)} children of {FLAGS.teacher}",
+                         title=f"{info.name}: {int(first.sum())} children of {FLAGS.teacher}",
                          teacher_label="teacher (full training)")
     print(json.dumps(summary, sort_keys=True, indent=2))
 

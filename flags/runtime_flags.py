@@ -3,6 +3,7 @@
 from absl import flags
 
 from acompress import precision
+from acompress import rundir
 
 
 def define_flags() -> None:
@@ -24,6 +25,6 @@ def define_flags() -> None:
 
 
 def runtime_from_flags(flag_values) -> dict:
-    return {"seed": flag_values.seed, "output_dir": flag_values.output_dir,
+    return {"seed": flag_values.seed, "output_dir": rundir.normalize(flag_values.output_dir),
             "overwrite": flag_values.overwrite, "precision": flag_values.precision,
             "intra_op_threads": flag_values.intra_op_threads, "inter_op_threads": flag_values.inter_op_threads}

@@ -76,3 +76,13 @@ def test_cpu_threads_reject_bad_counts_and_late_changes():
     current = tf.config.threading.get_intra_op_parallelism_threads()
     with pytest.raises(ValueError, match="after it has started"):
         cpu_threads.configure(current + 3, 0)
+
+
+def test_relative_and_absolute_paths_are_one_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert rundir.normalize("runs/x") == str(tmp_path / "runs" / "x")
+    assert rundir.normalize("gs://bucket/runs/x") == "gs://bucket/runs/x"
+    rundir.prepare(rundir.normalize("runs/x"), {"output_dir": rundir.normalize("runs/x")})
+    (tmp_path / "runs" / "x" / "result").write_text("x")
+    absolute = rundir.normalize(str(tmp_path / "runs" / "x"))
+    rundir.prepare(absolute, {"output_dir": absolute}, resume=True)  # the same run: resumable
