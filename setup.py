@@ -29,7 +29,7 @@ setuptools.setup(
     description="Compress CNNs by searching their architecture in a learned embedding (arXiv 1902.03326).",
     long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     packages=["acompress", "acompress.flags", "acompress.binaries"],
     package_dir={"acompress": "acompress", "acompress.flags": "flags", "acompress.binaries": "binaries"},
     package_data={"acompress.flags": ["*.flags"]},

@@ -82,6 +82,8 @@ class ProxyConfig:
             raise ValueError(f"distill_alpha must be in [0, 1], got {self.distill_alpha}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not self.distill_temperature > 0:
+            raise ValueError(f"distill_temperature must be > 0, got {self.distill_temperature}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -163,6 +165,18 @@ def train_children(specs: Sequence[archspec.ArchSpec], indices: Sequence[int], s
 
 
 @contextlib.contextmanager
+def _float32_policy():
+    """Children train in float32 whatever the global policy: the packed step applies its
+    gradients itself, without the loss scaling that mixed_float16 needs."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+@contextlib.contextmanager
 def _graph_optimizer(enabled: Optional[bool]):
     """Turns grappler off for the block (see ProxyConfig.graph_optimizer), then restores it."""
     if enabled is None:
@@ -177,7 +191,7 @@ def _graph_optimizer(enabled: Optional[bool]):
 
 def _train_group_or_each(group, inputs: _Data, config, seed, replicate, teacher):
     try:
-        with _graph_optimizer(config.graph_optimizer):
+        with _graph_optimizer(config.graph_optimizer), _float32_policy():
             return _train_group(group, inputs, config, seed, replicate, teacher)
     except Exception as error:  # noqa: BLE001 - one bad child must not stop the corpus
         if len(group) == 1:

@@ -84,11 +84,17 @@ def make_metadata(teacher: archspec.ArchSpec, data_config: data.DataConfig, info
     """
     input_shape, num_classes = info.input_shape, info.num_classes
     tokenizer = tokens.Tokenizer(space)
+    # Pinned: what changes a record. Not pinned: where the data lives and how it is read
+    # (data_dir, download, cache, the source path) and how children are packed (packed and
+    # solo results are identical), so machines with other paths or pack sizes share a corpus.
+    dataset_config = {k: v for k, v in data_config.to_dict().items() if k not in ("data_dir", "download", "cache")}
+    dataset_info = {k: v for k, v in info.to_dict().items() if k != "source"}
+    proxy = {k: v for k, v in config.proxy.to_dict().items() if k not in ("pack", "graph_optimizer")}
     return corpus.make_metadata(
-        dataset={"name": info.name, "config": data_config.to_dict(), "info": info.to_dict()},
+        dataset={"name": info.name, "config": dataset_config, "info": dataset_info},
         teacher=corpus.describe_teacher(teacher, params=teacher.count_params(input_shape, num_classes),
                                         flops=teacher.count_flops(input_shape, num_classes)),
-        search_space=space, sampler=config.sampler.to_dict(), proxy=config.proxy.to_dict(), seed=seed,
+        search_space=space, sampler=config.sampler.to_dict(), proxy=proxy, seed=seed,
         num_children=config.num_children, tokens_shape=tokenizer.shape,
         extra={"replicate_fraction": config.replicate_fraction})
 

@@ -1,6 +1,8 @@
 """Inspects a corpus: counts, failed children, accuracy and parameter ranges, shards, metadata.
 
-  acompress-corpus --corpus_dir=runs/digits/corpus [--json] [--metadata]
+  acompress-corpus --corpus_dir=runs/digits/corpus [--metadata]
+
+Prints the summary as JSON (sorted keys).
 """
 
 import json
@@ -16,8 +18,8 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
     if "corpus_dir" not in FLAGS:
         flags.DEFINE_string("corpus_dir", None, "The corpus directory to inspect.")
-    flags.DEFINE_bool("json", False, "Print the summary as JSON.")
-    flags.DEFINE_bool("metadata", False, "Also print the corpus metadata.")
+    if "metadata" not in FLAGS:
+        flags.DEFINE_bool("metadata", False, "Also print the corpus metadata.")
     flags.mark_flag_as_required("corpus_dir")
 
 

@@ -3,7 +3,8 @@
   acompress-generate-corpus --flagfile=flags/digits.flags --output_dir=runs/digits
 
 Rerunning the same command resumes where it stopped (only the children in flight are
-lost); --overwrite starts over. Outputs in <output_dir>:
+lost); --overwrite starts over in --output_dir (an external --corpus_dir, which other
+shards may share, is never deleted: remove it yourself to retrain its children). Outputs in <output_dir>:
   config.json            the resolved configuration
   teacher/               teacher.keras, teacher_spec.json, metrics.json (test accuracy)
   corpus/                metadata.json + TFRecord part files (or --corpus_dir)
@@ -53,7 +54,8 @@ def main(argv) -> None:
     data_config = data_flags.config_from_flags(FLAGS, FLAGS.seed)
     teacher_train = training_flags.train_config_from_flags(FLAGS, prefix="teacher_")
     corpus_config = corpus_flags.corpus_config_from_flags(FLAGS)
-    proxy_data_config = dataclasses.replace(data_config, train_fraction=FLAGS.proxy_fraction)
+    proxy_data_config = dataclasses.replace(data_config,
+                                            train_fraction=data_config.train_fraction * FLAGS.proxy_fraction)
     output_dir = rundir.normalize(FLAGS.output_dir)
     corpus_dir = rundir.normalize(FLAGS.corpus_dir or os.path.join(output_dir, "corpus"))
     config = {"binary": "generate_corpus", "runtime": runtime_flags.runtime_from_flags(FLAGS),

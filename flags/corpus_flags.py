@@ -26,16 +26,16 @@ def define_flags() -> None:
     flags.DEFINE_float("proxy_learning_rate", proxy.learning_rate, "Children's peak learning rate (Adam).",
                        lower_bound=0.0)
     flags.DEFINE_enum("proxy_schedule", proxy.schedule, ["cosine", "constant"], "Children's LR schedule.")
-    flags.DEFINE_float("proxy_fraction", 1.0, "Share of the training split children train on (a stratified "
-                       "subset).", lower_bound=0.0, upper_bound=1.0)
+    flags.DEFINE_float("proxy_fraction", 1.0, "Share of the (--train_fraction) training split children train on "
+                       "(a stratified subset).", lower_bound=0.0, upper_bound=1.0)
     flags.DEFINE_integer("pack", proxy.pack, "Children trained together in one traced step.", lower_bound=1)
     flags.DEFINE_enum("graph_optimizer", "auto", ["auto", "on", "off"], "TensorFlow's graph optimizer on each "
                       "packed step. auto: on with a GPU, off on a CPU (where it costs more than it saves).")
     flags.DEFINE_bool("distill", proxy.distill, "Train children against the teacher's soft targets too.")
     flags.DEFINE_float("distill_alpha", proxy.distill_alpha, "Weight of the hard-label loss when distilling.",
                        lower_bound=0.0, upper_bound=1.0)
-    flags.DEFINE_float("distill_temperature", proxy.distill_temperature, "Soft-target temperature.",
-                       lower_bound=0.0)
+    flags.DEFINE_float("distill_temperature", proxy.distill_temperature, "Soft-target temperature (> 0).",
+                       lower_bound=1e-3)
 
 
 def corpus_config_from_flags(flag_values) -> corpus_generation.CorpusConfig:

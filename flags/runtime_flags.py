@@ -25,6 +25,8 @@ def define_flags() -> None:
 
 
 def runtime_from_flags(flag_values) -> dict:
+    """The runtime part of a run's stored config (not --overwrite: rerunning a killed
+    --overwrite run without it must resume, not be refused)."""
     return {"seed": flag_values.seed, "output_dir": rundir.normalize(flag_values.output_dir),
-            "overwrite": flag_values.overwrite, "precision": flag_values.precision,
+            "precision": flag_values.precision,
             "intra_op_threads": flag_values.intra_op_threads, "inter_op_threads": flag_values.inter_op_threads}

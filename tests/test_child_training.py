@@ -173,6 +173,7 @@ def test_full_splits_are_refused(search):
     ("distill_alpha", 1.5, r"distill_alpha must be in \[0, 1\]"),
     ("distill_alpha", -0.1, r"distill_alpha must be in \[0, 1\]"),
     ("learning_rate", 0.0, "learning_rate must be > 0"),
+    ("distill_temperature", 0.0, "distill_temperature must be > 0"),
     ("learning_rate", float("nan"), "learning_rate must be > 0"),
 ])
 def test_proxy_config_validation(field, value, message):
@@ -251,3 +252,17 @@ def test_distillation_needs_a_teacher(search):
     with pytest.raises(ValueError, match="distillation needs the trained teacher"):
         child_training.train_children([SMALL], [0], search, child_training.ProxyConfig(distill=True), batch_size=64,
                                       seed=0)
+
+
+def test_children_train_in_float32_under_a_mixed_policy(search):
+    # The packed step applies gradients itself, without loss scaling: children must not
+    # inherit a mixed policy from the teacher's run, and the run's policy is restored.
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        results = train(search, [SMALL], child_training.ProxyConfig(epochs=1))
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert statuses(results) == [child_training.OK]
+    again = train(search, [SMALL], child_training.ProxyConfig(epochs=1))  # under float32
+    assert [(r.seed, r.val_accuracy) for r in results] == [(r.seed, r.val_accuracy) for r in again]

@@ -93,10 +93,12 @@ def test_records_match_the_sampled_children(generated, splits):
         assert record.status == child_training.OK and record.epochs == 1
         assert 0.0 <= record.val_accuracy <= 1.0
     metadata = stored.metadata
-    assert metadata["proxy"] == CONFIG.proxy.to_dict() and metadata["seed"] == SEED
+    pinned_proxy = {k: v for k, v in CONFIG.proxy.to_dict().items() if k not in ("pack", "graph_optimizer")}
+    assert metadata["proxy"] == pinned_proxy and metadata["seed"] == SEED
     assert metadata["num_children"] == 6 and metadata["extra"] == {"replicate_fraction": 0.34}
     assert metadata["teacher"]["hash"] == TEACHER.hash
-    assert metadata["dataset"]["config"] == DATA.to_dict()
+    assert metadata["dataset"]["config"] == {k: v for k, v in DATA.to_dict().items()
+                                             if k not in ("data_dir", "download", "cache")}
     assert metadata["tokens_shape"] == list(tokenizer.shape)
 
 
@@ -271,3 +273,15 @@ def test_replicated_indices():
 def test_corpus_config_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
         corpus_generation.CorpusConfig(**kwargs)
+
+
+def test_metadata_does_not_pin_packing_or_data_location(splits):
+    info = splits.info
+    space = corpus_generation.search_space_for(TEACHER)
+    base = corpus_generation.make_metadata(TEACHER, DATA, info, CONFIG, space, SEED)
+    repacked = dataclasses.replace(CONFIG, proxy=dataclasses.replace(CONFIG.proxy, pack=CONFIG.proxy.pack + 2,
+                                                                      graph_optimizer=True))
+    elsewhere = dataclasses.replace(DATA, data_dir="/somewhere/else", cache=True)
+    assert corpus_generation.make_metadata(TEACHER, elsewhere, info, repacked, space, SEED) == base
+    retrained = dataclasses.replace(CONFIG, proxy=dataclasses.replace(CONFIG.proxy, epochs=CONFIG.proxy.epochs + 1))
+    assert corpus_generation.make_metadata(TEACHER, DATA, info, retrained, space, SEED) != base
