@@ -117,8 +117,9 @@ def todo(children: Sequence[archspec.ArchSpec], config: CorpusConfig, done: set,
 def generate(corpus_dir: str, teacher: archspec.ArchSpec, search: data.SearchSplits,
              data_config: data.DataConfig, config: CorpusConfig, *, seed: int,
              space: Optional[search_space_lib.SearchSpace] = None,
-             teacher_model: Optional[keras.Model] = None) -> Dict[str, Any]:
-    """Generates (or resumes) this shard of the corpus in `corpus_dir`; returns the corpus summary.
+             teacher_model: Optional[keras.Model] = None) -> corpus.Corpus:
+    """Generates (or resumes) this shard of the corpus in `corpus_dir`; returns the corpus as stored
+    (all shards there, read once: `.summary()` for the overview).
 
     Args:
       corpus_dir: where the shards and metadata.json go (any tf.io.gfile path).
@@ -139,14 +140,16 @@ def generate(corpus_dir: str, teacher: archspec.ArchSpec, search: data.SearchSpl
     metadata = make_metadata(teacher, data_config, info, config, space, seed)
     writer = corpus.CorpusWriter(corpus_dir, metadata, config.shard_index, config.num_shards)
     children = sample(teacher, info, config, space, seed)
-    pending = todo(children, config, writer.done_keys(), seed)
-    total = len(todo(children, config, set(), seed))
+    keys = todo(children, config, set(), seed)
+    done = writer.done_keys()
+    pending = [key for key in keys if key not in done]
+    total = len(keys)
     logging.info("Corpus shard %d/%d: %d of %d trainings to do (%d children, %.0f%% replicated)",
                  config.shard_index, config.num_shards, len(pending), total, len(children),
                  100 * config.replicate_fraction)
     if pending:
         _train_pending(children, pending, writer, search, data_config, config, seed, space, teacher_model, total)
-    return corpus.read_corpus(corpus_dir).summary()
+    return corpus.read_corpus(corpus_dir)
 
 
 def _train_pending(children, pending, writer, search, data_config, config, seed, space, teacher_model, total):

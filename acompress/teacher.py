@@ -121,10 +121,11 @@ def train_or_load(teacher_dir: str, teacher: Teacher, splits, train_data, valida
            "bn_momentum": bn_momentum, "data": info.to_dict()}
     model_path = os.path.join(teacher_dir, MODEL_FILE)
     metrics_path = os.path.join(teacher_dir, METRICS_FILE)
-    if (tf.io.gfile.exists(metrics_path) and tf.io.gfile.exists(model_path)
-            and rundir.read_json(metrics_path).get("key") == json.loads(rundir.to_json(key))):
-        logging.info("teacher: reusing %s", model_path)
-        return keras_parser.load_keras_model(model_path), rundir.read_json(metrics_path)
+    if tf.io.gfile.exists(metrics_path) and tf.io.gfile.exists(model_path):
+        stored = rundir.read_json(metrics_path)
+        if stored.get("key") == json.loads(rundir.to_json(key)):
+            logging.info("teacher: reusing %s", model_path)
+            return keras_parser.load_keras_model(model_path), stored
     keras.utils.set_random_seed(seed)
     model, summary = train(teacher, train_data, validation_data, info.input_shape, info.num_classes, config,
                            bn_momentum=bn_momentum)

@@ -23,7 +23,6 @@ from acompress.binaries import _cli  # noqa: F401  (quiet TensorFlow before it l
 from absl import flags
 import keras
 
-from acompress import corpus
 from acompress import cpu_threads
 from acompress import corpus_generation
 from acompress import data
@@ -76,11 +75,12 @@ def main(argv) -> None:
         seed=FLAGS.seed, bn_momentum=FLAGS.bn_momentum)
 
     proxy_splits = splits if proxy_data_config == data_config else data.load(proxy_data_config)
-    summary = corpus_generation.generate(corpus_dir, teacher.spec, proxy_splits.for_search(), proxy_data_config,
-                                         corpus_config, seed=FLAGS.seed, teacher_model=teacher_model)
+    stored = corpus_generation.generate(corpus_dir, teacher.spec, proxy_splits.for_search(), proxy_data_config,
+                                        corpus_config, seed=FLAGS.seed, teacher_model=teacher_model)
+    summary = stored.summary()
     summary["teacher"] = {key: teacher_metrics[key] for key in ("params", "flops", "val_accuracy", "test_accuracy")}
     rundir.write_json(os.path.join(output_dir, "corpus_summary.json"), summary)
-    stored = corpus.read_corpus(corpus_dir).select(["ok"])
+    stored = stored.select(["ok"])
     first = stored.replicate == 0  # one point per child: replicates are second trainings of the same child
     plots.corpus_scatter(os.path.join(output_dir, "corpus.png"), stored.params[first],
                          stored.val_accuracy[first],

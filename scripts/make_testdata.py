@@ -47,7 +47,8 @@ def write_corpus() -> None:
     config = corpus_generation.CorpusConfig(
         num_children=NUM_CHILDREN, replicate_fraction=0.25, sampler=sampler.SamplerConfig(),
         proxy=child_training.ProxyConfig(epochs=2, pack=8))
-    summary = corpus_generation.generate(corpus_dir, teacher, splits.for_search(), data_config, config, seed=SEED)
+    summary = corpus_generation.generate(corpus_dir, teacher, splits.for_search(), data_config, config,
+                                         seed=SEED).summary()
     print(f"corpus: {summary['num_records']} records, counts {summary['counts']}")
 
 

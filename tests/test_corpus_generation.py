@@ -48,7 +48,7 @@ def spying():
 def generate(corpus_dir, splits, config=CONFIG, seed=SEED, global_seed=0):
     # The TF global seed is fixed first: the training pipeline's shuffle depends on it.
     keras.utils.set_random_seed(global_seed)
-    return corpus_generation.generate(corpus_dir, TEACHER, splits.for_search(), DATA, config, seed=seed)
+    return corpus_generation.generate(corpus_dir, TEACHER, splits.for_search(), DATA, config, seed=seed).summary()
 
 
 def part_files(directory):
