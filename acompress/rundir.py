@@ -52,7 +52,7 @@ def normalize(path: str) -> str:
 
 
 def prepare(output_dir: str, config: Mapping[str, Any], *, overwrite: bool = False,
-            resume: bool = False) -> str:
+            resume: bool = False, config_file: str = CONFIG_FILE) -> str:
     """Creates `output_dir` and writes config.json.
 
     Args:
@@ -60,6 +60,7 @@ def prepare(output_dir: str, config: Mapping[str, Any], *, overwrite: bool = Fal
       config: the resolved configuration (JSON-serialisable).
       overwrite: replace whatever the directory holds.
       resume: keep what the directory holds; the stored config must equal `config`.
+      config_file: the config's file name (binaries sharing a run directory use their own).
 
     Raises:
       OutputExistsError: the directory holds results and neither flag allows it, or a
@@ -68,7 +69,7 @@ def prepare(output_dir: str, config: Mapping[str, Any], *, overwrite: bool = Fal
     """
     if not output_dir:
         raise ValueError("an output directory is required (--output_dir)")
-    config_path = os.path.join(output_dir, CONFIG_FILE)
+    config_path = os.path.join(output_dir, config_file)
     existing = tf.io.gfile.exists(output_dir) and tf.io.gfile.listdir(output_dir)
     if existing and overwrite:
         tf.io.gfile.rmtree(output_dir)

@@ -16,7 +16,6 @@ Many machines: give each the same --corpus_dir (e.g. a bucket), --num_shards=N a
 """
 
 import dataclasses
-import json
 import os
 
 from acompress.binaries import _cli  # noqa: F401  (quiet TensorFlow before it loads)
@@ -24,9 +23,8 @@ from absl import flags
 import keras
 
 from acompress import cpu_threads
-from acompress import corpus_generation
 from acompress import data
-from acompress import plots
+from acompress import pipeline
 from acompress import precision
 from acompress import rundir
 from acompress import teacher as teacher_lib
@@ -65,29 +63,16 @@ def main(argv) -> None:
     # Bad data or teacher flags fail before anything is written to the output directory.
     splits = data.load(data_config)
     info = splits.info
-    teacher = teacher_lib.resolve(FLAGS.teacher, info.input_shape, info.num_classes)
+    teacher_lib.resolve(FLAGS.teacher, info.input_shape, info.num_classes)  # fails early on a bad teacher
     rundir.prepare(output_dir, config, overwrite=FLAGS.overwrite, resume=True)
     precision.apply(FLAGS.precision)
     keras.utils.set_random_seed(FLAGS.seed)
-    train, validation, test = data.pipelines(splits, data_config)
-    teacher_model, teacher_metrics = teacher_lib.train_or_load(
-        os.path.join(output_dir, "teacher"), teacher, splits, train, validation, test, teacher_train,
-        seed=FLAGS.seed, bn_momentum=FLAGS.bn_momentum)
-
+    stage = pipeline.teacher_stage(output_dir, FLAGS.teacher, splits, data_config, teacher_train, seed=FLAGS.seed,
+                                   bn_momentum=FLAGS.bn_momentum)
     proxy_splits = splits if proxy_data_config == data_config else data.load(proxy_data_config)
-    stored = corpus_generation.generate(corpus_dir, teacher.spec, proxy_splits.for_search(), proxy_data_config,
-                                        corpus_config, seed=FLAGS.seed, teacher_model=teacher_model)
-    summary = stored.summary()
-    summary["teacher"] = {key: teacher_metrics[key] for key in ("params", "flops", "val_accuracy", "test_accuracy")}
-    rundir.write_json(os.path.join(output_dir, "corpus_summary.json"), summary)
-    stored = stored.select(["ok"])
-    first = stored.replicate == 0  # one point per child: replicates are second trainings of the same child
-    plots.corpus_scatter(os.path.join(output_dir, "corpus.png"), stored.params[first],
-                         stored.val_accuracy[first],
-                         teacher_params=teacher_metrics["params"], teacher_accuracy=teacher_metrics["val_accuracy"],
-                         title=f"{info.name}: {int(first.sum())} children of {FLAGS.teacher}",
-                         teacher_label="teacher (full training)")
-    print(json.dumps(summary, sort_keys=True, indent=2))
+    pipeline.corpus_stage(output_dir, corpus_dir, stage, proxy_splits, proxy_data_config, corpus_config,
+                          seed=FLAGS.seed, title=f"{info.name}: children of {FLAGS.teacher}")
+    print(rundir.to_json(rundir.read_json(os.path.join(output_dir, "corpus_summary.json"))))
 
 
 def run() -> None:

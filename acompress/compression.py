@@ -1,0 +1,395 @@
+"""Compression: latent search -> finalists -> the chosen network, exported.
+
+`compress` is the whole stage after the embedding:
+
+1. **Search** (`latent_search.search`): candidates decoded from the embedding, new
+   architectures only, with exact parameters and FLOPs and predicted accuracy.
+2. **Refinement rounds** (``rounds > 1``): the predictor is over-optimistic exactly
+   where the search goes, so each extra round trains a spread of the current
+   candidates with the corpus' proxy budget (`child_training.train_children`, the
+   same recipe the corpus used), adds them to the embedding's training records,
+   fine-tunes the embedding on corpus + new records, and searches again. Measured
+   proxy accuracies replace predictions for those architectures.
+3. **Finalists** (`pick_finalists`): a ladder over compression ratios. Rungs are
+   spaced geometrically from the lowest ratio the user accepts (``target_ratio``,
+   default ``min_ratio``) upwards; at each rung the architecture predicted (or
+   measured) most accurate among the candidates of that size is a finalist. The
+   ladder spends the final-training budget where the decision is -- how far can
+   we go before accuracy breaks -- instead of on near-duplicates of one size, and
+   it does not rely on the proxy accuracies being on the scale of full training
+   (they are not: small networks learn slower, so a 3-epoch proxy understates them).
+4. **Training** (`finalists.train_finalists`): each finalist from scratch with the
+   teacher's budget (optionally distilled), scored on validation, tested once.
+5. **Choice**: with ``max_accuracy_drop`` (default 1 point): the smallest finalist
+   that meets ``target_ratio`` (if given) and whose validation accuracy is within the
+   drop of the teacher's; if none does, the closest (most accurate) one, and the
+   report says the target was missed. Test accuracy is reported, never used to choose.
+6. **Export** (`export`): ``model.keras``, a SavedModel (``model.export``) and a check
+   that the reloaded SavedModel gives the trained model's outputs.
+"""
+
+import dataclasses
+import math
+import os
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+from acompress import archspec
+from acompress import child_training
+from acompress import corpus as corpus_lib
+from acompress import data
+from acompress import embedding as embedding_lib
+from acompress import embedding_training
+from acompress import finalists as finalists_lib
+from acompress import latent_search
+
+
+class TargetUnreachableError(ValueError):
+    """No candidate meets the user's target ratio; the message lists the closest candidates."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressConfig:
+    """What the user asks for and how hard to look.
+
+    Attributes:
+      target_ratio: compress at least this much (teacher params / chosen params); None: no floor.
+      max_accuracy_drop: the accuracy (fraction, 0.01 = 1 point) the chosen network may lose
+        against the teacher, judged on validation; None: no limit (then a target_ratio is needed).
+      num_finalists: networks trained for the full budget (rungs of the ladder).
+      min_ratio: lowest rung when no target_ratio is given.
+      rung_factor: ratio between successive rungs.
+      rounds: search rounds; each one after the first is preceded by a refinement.
+      refine_children: candidates proxy-trained per refinement.
+      refine_epochs: embedding fine-tuning epochs per refinement.
+      search: the latent search.
+      finalist: how finalists are trained.
+    """
+
+    target_ratio: Optional[float] = None
+    max_accuracy_drop: Optional[float] = 0.01
+    num_finalists: int = 5
+    min_ratio: float = 16.0
+    rung_factor: float = 1.6
+    rounds: int = 2
+    refine_children: int = 24
+    refine_epochs: int = 40
+    search: latent_search.SearchConfig = dataclasses.field(default_factory=latent_search.SearchConfig)
+    finalist: finalists_lib.FinalistConfig = dataclasses.field(default_factory=finalists_lib.FinalistConfig)
+
+    def __post_init__(self):
+        if self.target_ratio is not None and not self.target_ratio >= 1:
+            raise ValueError(f"target_ratio must be >= 1, got {self.target_ratio}")
+        if self.max_accuracy_drop is not None and not 0 <= self.max_accuracy_drop < 1:
+            raise ValueError(f"max_accuracy_drop must be a fraction in [0, 1), got {self.max_accuracy_drop}")
+        if self.target_ratio is None and self.max_accuracy_drop is None:
+            raise ValueError("give a target ratio, a largest accuracy drop, or both")
+        if self.num_finalists < 1 or self.rounds < 1 or self.refine_children < 1 or self.refine_epochs < 1:
+            raise ValueError("num_finalists, rounds, refine_children and refine_epochs must be >= 1")
+        if not self.min_ratio >= 1 or not self.rung_factor > 1:
+            raise ValueError("min_ratio must be >= 1 and rung_factor > 1")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Pool:
+    """Candidates of one compression run, with what is known about each."""
+
+    specs: List[archspec.ArchSpec] = dataclasses.field(default_factory=list)
+    params: List[int] = dataclasses.field(default_factory=list)
+    flops: List[int] = dataclasses.field(default_factory=list)
+    predicted: List[float] = dataclasses.field(default_factory=list)
+    measured: List[Optional[float]] = dataclasses.field(default_factory=list)  # proxy accuracy, if trained
+    origin: List[str] = dataclasses.field(default_factory=list)
+    _index: Dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def add(self, spec, params, flops, predicted, origin, measured=None) -> None:
+        if spec.hash in self._index:
+            i = self._index[spec.hash]
+            self.predicted[i] = predicted
+            if measured is not None:
+                self.measured[i] = measured
+            return
+        self._index[spec.hash] = len(self.specs)
+        self.specs.append(spec)
+        self.params.append(int(params))
+        self.flops.append(int(flops))
+        self.predicted.append(float(predicted))
+        self.measured.append(measured)
+        self.origin.append(origin)
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def score(self) -> np.ndarray:
+        """Measured proxy accuracy where known, else predicted."""
+        return np.array([m if m is not None else p for m, p in zip(self.measured, self.predicted)], np.float64)
+
+    def record(self, index: int, teacher_params: int) -> dict:
+        return {"spec_hash": self.specs[index].hash, "params": self.params[index], "flops": self.flops[index],
+                "ratio": teacher_params / self.params[index], "predicted_accuracy": self.predicted[index],
+                "measured_proxy_accuracy": self.measured[index], "origin": self.origin[index]}
+
+
+def ladder(low: float, factor: float, count: int) -> List[float]:
+    return [low * factor ** i for i in range(count)]
+
+
+def pick_finalists(pool: Pool, teacher_params: int, config: CompressConfig) -> List[int]:
+    """Indices of the finalists: the best-scoring candidate in each rung of the ratio ladder.
+
+    Rungs start at ``target_ratio`` (or ``min_ratio``) and grow by ``rung_factor``; a
+    rung is the ratio interval [rung, next rung). Empty rungs are skipped and their
+    places go to the next-best candidates of the filled rungs, so the ladder always
+    yields ``num_finalists`` distinct architectures when the pool has that many
+    above the lowest rung.
+    """
+    if not len(pool):
+        return []
+    ratios = teacher_params / np.asarray(pool.params, np.float64)
+    score = pool.score()
+    low = config.target_ratio or config.min_ratio
+    rungs = ladder(low, config.rung_factor, config.num_finalists)
+    bounds = rungs + [math.inf]
+    eligible = np.flatnonzero(ratios >= low)
+    if not len(eligible):
+        return []
+    per_rung = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        members = eligible[(ratios[eligible] >= lo) & (ratios[eligible] < hi)]
+        per_rung.append(list(members[np.argsort(-score[members], kind="stable")]))
+    chosen: List[int] = []
+    depth = 0
+    while len(chosen) < config.num_finalists and any(len(m) > depth for m in per_rung):
+        for members in per_rung:
+            if len(members) > depth and len(chosen) < config.num_finalists:
+                chosen.append(int(members[depth]))
+        depth += 1
+    return sorted(chosen, key=lambda i: pool.params[i], reverse=True)
+
+
+def _closest(pool: Pool, teacher_params: int, k: int = 5) -> List[dict]:
+    order = np.argsort(pool.params)[:k]
+    return [pool.record(int(i), teacher_params) for i in order]
+
+
+# -- refinement -------------------------------------------------------------------------
+
+def refine(embedding: embedding_lib.Embedding, pool: Pool, records: embedding_training.Records,
+           teacher_params: int, search_splits: data.SearchSplits, proxy: child_training.ProxyConfig,
+           config: CompressConfig, *, batch_size: int, seed: int, round_index: int,
+           teacher_model: Optional[keras.Model] = None) -> embedding_training.Records:
+    """One refinement: proxy-train a spread of untrained candidates, fine-tune the embedding on them.
+
+    Returns the records extended with the new measurements (the embedding is updated in place).
+    """
+    untrained = [i for i in range(len(pool)) if pool.measured[i] is None]
+    if not untrained:
+        return records
+    # The same ladder the finalists come from, deeper: the best few per rung of a wider range.
+    wider = dataclasses.replace(config, num_finalists=config.refine_children,
+                                min_ratio=max(1.0, (config.target_ratio or config.min_ratio) / 2),
+                                target_ratio=None, rung_factor=math.sqrt(config.rung_factor))
+    sub = Pool()
+    for i in untrained:
+        sub.add(pool.specs[i], pool.params[i], pool.flops[i], pool.predicted[i], pool.origin[i])
+    picked = [untrained[j] for j in pick_finalists(sub, teacher_params, wider)]
+    if not picked:
+        return records
+    specs = [pool.specs[i] for i in picked]
+    base = 1_000_000 * (round_index + 1)  # child indices (seeds) apart from the corpus' own
+    results = child_training.train_children(specs, [base + j for j in range(len(specs))], search_splits, proxy,
+                                            batch_size=batch_size, seed=seed, teacher=teacher_model)
+    tokenizer = embedding.tokenizer
+    new = {"tokens": [], "val_accuracy": [], "params": [], "child_index": [], "spec_hash": []}
+    for i, result in zip(picked, results):
+        if result.status != child_training.OK:
+            continue
+        pool.measured[i] = float(result.val_accuracy)
+        new["tokens"].append(tokenizer.encode(result.spec))
+        new["val_accuracy"].append(result.val_accuracy)
+        new["params"].append(pool.params[i])
+        new["child_index"].append(result.index)
+        new["spec_hash"].append(result.spec.hash.encode())
+    logging.info("refinement %d: %d candidates proxy-trained (predicted mean %.3f, measured mean %.3f)",
+                 round_index + 1, len(new["tokens"]), float(np.mean([pool.predicted[i] for i in picked])),
+                 float(np.mean(new["val_accuracy"])) if new["tokens"] else float("nan"))
+    if not new["tokens"]:
+        return records
+    added = embedding_training.Records(
+        tokens=np.stack(new["tokens"]).astype(np.int32), val_accuracy=np.asarray(new["val_accuracy"], np.float32),
+        params=np.asarray(new["params"], np.int64), child_index=np.asarray(new["child_index"], np.int64),
+        replicate=np.zeros(len(new["tokens"]), np.int64), spec_hash=np.asarray(new["spec_hash"], object))
+    merged = embedding_training.Records.concatenate([records, added])
+    embedding_training.fine_tune(embedding, merged, epochs=config.refine_epochs, seed=seed + round_index + 1,
+                                 emphasis=added)
+    return merged
+
+
+# -- the stage ------------------------------------------------------------------------------
+
+def compress(embedding: embedding_lib.Embedding, stored_corpus: corpus_lib.Corpus, teacher_spec: archspec.ArchSpec,
+             teacher_metrics: dict, splits: data.Splits, data_config: data.DataConfig, config: CompressConfig, *,
+             seed: int, proxy_splits: Optional[data.SearchSplits] = None,
+             teacher_model: Optional[keras.Model] = None,
+             on_finalist: Optional[Callable[[finalists_lib.FinalistResult], None]] = None,
+             trained_finalists: Sequence[finalists_lib.FinalistResult] = ()) -> Dict[str, object]:
+    """Runs search, refinement, finalist training and the choice; returns everything the report needs.
+
+    Args:
+      embedding: the trained embedding (fine-tuned in place by refinement rounds).
+      stored_corpus: the corpus it was trained on (its "ok" records seed the search and refinement).
+      teacher_spec, teacher_metrics: the teacher and its metrics.json (params, val/test accuracy).
+      splits: all three splits (finalists are tested once on the test split).
+      data_config: the data's configuration (batch size, pipelines' seed).
+      config: targets and effort.
+      seed: the run seed.
+      proxy_splits: the data refinement children train on (default `splits.for_search()`).
+      teacher_model: the trained teacher (for distillation).
+      on_finalist: called with each trained finalist (durable storage).
+      trained_finalists: finalists already trained by an earlier, interrupted run (reused by spec hash).
+
+    Returns:
+      dict with "chosen" (FinalistResult), "finalists", "pool" (Pool), "searches" (per-round
+      diagnostics), "timings" (seconds per stage), "target_met" (bool), "teacher_params".
+
+    Raises:
+      TargetUnreachableError: no candidate reaches ``target_ratio``.
+    """
+    timings: Dict[str, float] = {}
+    teacher_params = int(teacher_metrics["params"])
+    ok = stored_corpus.select(["ok"])
+    records = embedding_training.Records(tokens=ok.tokens, val_accuracy=ok.val_accuracy.astype(np.float32),
+                                         params=ok.params.astype(np.int64),
+                                         child_index=ok.child_index.astype(np.int64),
+                                         replicate=ok.replicate.astype(np.int64),
+                                         spec_hash=np.asarray([r.spec_hash.encode() for r in ok.records], object))
+    # The corpus' own proxy recipe (its metadata pins every field that changes a record).
+    proxy = child_training.ProxyConfig(**stored_corpus.metadata["proxy"])
+    proxy_splits = proxy_splits or splits.for_search()
+    pool = Pool()
+    searches = []
+    optimiser = latent_search.make_optimiser(embedding)
+    for round_index in range(config.rounds):
+        if round_index:
+            start = time.perf_counter()
+            records = refine(embedding, pool, records, teacher_params, proxy_splits, proxy, config,
+                             batch_size=data_config.batch_size, seed=seed, round_index=round_index - 1,
+                             teacher_model=teacher_model)
+            timings[f"refine_{round_index}"] = time.perf_counter() - start
+            optimiser = latent_search.make_optimiser(embedding)
+            # Predictions for everything found so far now come from the fine-tuned embedding.
+            if len(pool):
+                again = embedding.predict(embedding.encode_specs(pool.specs))["accuracy"]
+                pool.predicted = [float(v) for v in again]
+        start = time.perf_counter()
+        found = latent_search.search(embedding, teacher_spec, config.search, corpus_tokens=records.tokens,
+                                     corpus_params=records.params, corpus_accuracy=records.val_accuracy,
+                                     optimiser=optimiser)
+        timings[f"search_{round_index + 1}"] = time.perf_counter() - start
+        for candidate in found["candidates"]:
+            pool.add(candidate.spec, candidate.params, candidate.flops, candidate.predicted_accuracy,
+                     f"search round {round_index + 1}")
+        diagnostics = {k: v for k, v in found.items() if k != "candidates"}
+        diagnostics["candidates"] = len(found["candidates"])
+        searches.append(diagnostics)
+        logging.info("search round %d: %d new candidates (%d in the pool), loop %.2f s", round_index + 1,
+                     len(found["candidates"]), len(pool), found["seconds"])
+
+    ratios = teacher_params / np.asarray(pool.params or [math.inf], np.float64)
+    if config.target_ratio is not None and not np.any(ratios >= config.target_ratio):
+        closest = _closest(pool, teacher_params)
+        raise TargetUnreachableError(
+            f"no candidate reaches --target_ratio={config.target_ratio:g}: the most compressed found is "
+            f"{max(ratios):.1f}x; closest: " + ", ".join(f"{c['ratio']:.1f}x (predicted accuracy "
+                                                          f"{c['predicted_accuracy']:.3f})" for c in closest) +
+            ". Lower the target, search longer (--search_steps, --trust_radius), or grow the corpus.")
+    picked = pick_finalists(pool, teacher_params, config)
+    specs = [pool.specs[i] for i in picked]
+    done = {result.spec.hash: result for result in trained_finalists}
+    start = time.perf_counter()
+    results = [done[spec.hash] for spec in specs if spec.hash in done]
+    todo_specs = [spec for spec in specs if spec.hash not in done]
+    results += finalists_lib.train_finalists(todo_specs, splits, data_config, config.finalist, seed=seed,
+                                             teacher_model=teacher_model, on_result=on_finalist)
+    timings["finalists"] = time.perf_counter() - start
+    by_hash = {result.spec.hash: result for result in results}
+    results = [by_hash[spec.hash] for spec in specs]
+    chosen, met = choose(results, teacher_metrics, config, teacher_params)
+    return {"chosen": chosen, "finalists": results, "finalist_pool_indices": picked, "pool": pool,
+            "searches": searches, "timings": timings, "target_met": met, "teacher_params": teacher_params}
+
+
+def choose(results: Sequence[finalists_lib.FinalistResult], teacher_metrics: dict, config: CompressConfig,
+           teacher_params: int):
+    """(chosen finalist, whether it meets every target). See the module docstring, step 5."""
+    usable = [r for r in results if r.ok]
+    if not usable:
+        raise ValueError("no finalist trained successfully (see the log for the reasons)")
+    floor = config.target_ratio or 1.0
+    above = [r for r in usable if teacher_params / r.params >= floor - 1e-9] or usable
+    if config.max_accuracy_drop is None:
+        best = max(above, key=lambda r: (r.val_accuracy, -r.params))
+        return best, teacher_params / best.params >= floor - 1e-9
+    chosen = finalists_lib.choose(above, teacher_accuracy=float(teacher_metrics["val_accuracy"]),
+                                  max_accuracy_drop=config.max_accuracy_drop)
+    met = finalists_lib.within_drop(chosen, teacher_accuracy=float(teacher_metrics["val_accuracy"]),
+                                    max_accuracy_drop=config.max_accuracy_drop) and \
+        teacher_params / chosen.params >= floor - 1e-9
+    return chosen, met
+
+
+# -- export -----------------------------------------------------------------------------------
+
+def with_normalisation(model: keras.Model, normalisation: Optional[dict]) -> keras.Model:
+    """`model` behind a Normalization layer holding the data's per-channel mean and std, so the
+    exported network takes raw inputs (as the data set stores them) rather than normalised ones."""
+    if not normalisation:
+        return model
+    inputs = keras.Input(model.input_shape[1:], name="raw_input")
+    mean = np.asarray(normalisation["mean"], np.float32)
+    std = np.asarray(normalisation["std"], np.float32)
+    x = keras.layers.Normalization(mean=mean, variance=np.square(std), name="input_normalisation")(inputs)
+    return keras.Model(inputs, model(x), name=f"{model.name}_raw_input")
+
+
+def export(model: keras.Model, directory: str, sample: np.ndarray, normalisation: Optional[dict] = None) -> dict:
+    """Writes ``model.keras`` and ``saved_model/`` into `directory`; checks both reload to the same outputs.
+
+    With `normalisation` ({"mean": [...], "std": [...]} per channel, as `data.DatasetInfo`
+    holds it) the exported network normalises its inputs itself (`with_normalisation`).
+
+    Returns {"keras": path, "saved_model": path, "max_abs_difference": float, "raw_inputs": bool}
+    where the difference is the largest between the in-memory model and either reloaded copy on `sample`.
+
+    Raises:
+      AssertionError: a reloaded copy's outputs differ (by more than 1e-5).
+    """
+    model = with_normalisation(model, normalisation)
+    tf.io.gfile.makedirs(directory)
+    keras_path = os.path.join(directory, "model.keras")
+    saved_path = os.path.join(directory, "saved_model")
+    model.save(keras_path)
+    if tf.io.gfile.exists(saved_path):
+        tf.io.gfile.rmtree(saved_path)
+    model.export(saved_path, verbose=False)
+    reloaded = tf.saved_model.load(saved_path)
+    sample = tf.constant(sample, tf.float32)
+    expected = np.asarray(model(sample, training=False))
+    got = np.asarray(reloaded.serve(sample))
+    difference = float(np.max(np.abs(expected - got)))
+    if not difference <= 1e-5:
+        raise AssertionError(f"the reloaded SavedModel differs from the trained model by {difference}")
+    keras_reloaded = keras.saving.load_model(keras_path, safe_mode=True, compile=False)
+    keras_difference = float(np.max(np.abs(expected - np.asarray(keras_reloaded(sample, training=False)))))
+    if not keras_difference <= 1e-5:
+        raise AssertionError(f"the reloaded .keras model differs from the trained model by {keras_difference}")
+    return {"keras": keras_path, "saved_model": saved_path, "max_abs_difference": max(difference, keras_difference),
+            "raw_inputs": bool(normalisation)}

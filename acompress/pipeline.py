@@ -1,0 +1,296 @@
+"""The stages of a compression run, each resumable from what it left in the run directory.
+
+    <run>/teacher/      teacher.keras, teacher_spec.json, metrics.json        (teacher_stage)
+    <run>/corpus/       metadata.json + TFRecord part files                   (corpus_stage)
+    <run>/corpus_summary.json, corpus.png
+    <run>/embedding/    embedding.keras, embedding.json, metrics.json, ...    (embedding_stage)
+    <run>/compressed/   model.keras, saved_model/, report.json, report.png,   (compress_stage)
+                        finalists.jsonl, candidates.json
+    <run>/timings.json  wall seconds of each stage when it last ran
+
+A stage whose outputs are complete and were made with the same settings is loaded,
+not rerun; a stage interrupted half-way continues (the corpus keeps every finished
+child, the embedding its last epoch, compression every trained finalist).
+Binaries (generate_corpus, train_embedding, compress, pipeline) call these functions.
+"""
+
+import dataclasses
+import json
+import os
+import time
+from typing import Dict, Optional
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+from acompress import archspec
+from acompress import compression
+from acompress import corpus as corpus_lib
+from acompress import corpus_generation
+from acompress import data
+from acompress import embedding as embedding_lib
+from acompress import embedding_training
+from acompress import finalists as finalists_lib
+from acompress import plots
+from acompress import rundir
+from acompress import teacher as teacher_lib
+from acompress import training
+
+TIMINGS_FILE = "timings.json"
+FINALISTS_FILE = "finalists.jsonl"
+REPORT_FILE = "report.json"
+
+
+def record_timing(run_dir: str, stage: str, seconds: float) -> None:
+    path = os.path.join(run_dir, TIMINGS_FILE)
+    timings = rundir.read_json(path) if tf.io.gfile.exists(path) else {}
+    timings[stage] = float(seconds)
+    rundir.write_json(path, timings)
+
+
+def read_timings(run_dir: str) -> Dict[str, float]:
+    path = os.path.join(run_dir, TIMINGS_FILE)
+    return rundir.read_json(path) if tf.io.gfile.exists(path) else {}
+
+
+def _record_if_worked(run_dir: str, stage: str, seconds: float, reuse_seconds: float = 5.0) -> None:
+    """Keeps the time of the run that did the work: a stage loaded from disk (fast) keeps its old time."""
+    if seconds > reuse_seconds or stage not in read_timings(run_dir):
+        record_timing(run_dir, stage, seconds)
+
+
+@dataclasses.dataclass
+class TeacherStage:
+    teacher: teacher_lib.Teacher
+    model: keras.Model
+    metrics: dict
+
+
+def teacher_stage(run_dir: str, source: str, splits: data.Splits, data_config: data.DataConfig,
+                  config: training.TrainConfig, *, seed: int, bn_momentum: float) -> TeacherStage:
+    """Resolves the teacher and trains it (or loads it from <run>/teacher)."""
+    info = splits.info
+    teacher = teacher_lib.resolve(source, info.input_shape, info.num_classes)
+    train, validation, test = data.pipelines(splits, data_config)
+    start = time.perf_counter()
+    model, metrics = teacher_lib.train_or_load(os.path.join(run_dir, "teacher"), teacher, splits, train, validation,
+                                               test, config, seed=seed, bn_momentum=bn_momentum)
+    _record_if_worked(run_dir, "teacher", time.perf_counter() - start)
+    return TeacherStage(teacher, model, metrics)
+
+
+def corpus_stage(run_dir: str, corpus_dir: str, stage: TeacherStage, proxy_splits: data.Splits,
+                 proxy_data_config: data.DataConfig, config: corpus_generation.CorpusConfig, *, seed: int,
+                 title: str) -> corpus_lib.Corpus:
+    """Generates (or resumes) the corpus; writes corpus_summary.json and corpus.png; returns the corpus."""
+    start = time.perf_counter()
+    stored = corpus_generation.generate(corpus_dir, stage.teacher.spec, proxy_splits.for_search(),
+                                        proxy_data_config, config, seed=seed, teacher_model=stage.model)
+    summary = stored.summary()
+    _record_if_worked(run_dir, "corpus", time.perf_counter() - start)
+    metrics = stage.metrics
+    summary["teacher"] = {key: metrics[key] for key in ("params", "flops", "val_accuracy", "test_accuracy")}
+    rundir.write_json(os.path.join(run_dir, "corpus_summary.json"), summary)
+    ok = stored.select(["ok"])
+    first = ok.replicate == 0  # one point per child: replicates are second trainings of the same child
+    plots.corpus_scatter(os.path.join(run_dir, "corpus.png"), ok.params[first], ok.val_accuracy[first],
+                         teacher_params=metrics["params"], teacher_accuracy=metrics["val_accuracy"],
+                         title=title, teacher_label="teacher (full training)")
+    return stored
+
+
+def embedding_stage(run_dir: str, embedding_dir: str, stored: corpus_lib.Corpus,
+                    model_config: embedding_lib.EmbeddingConfig,
+                    train_config: embedding_training.EmbeddingTrainConfig, *, seed: int,
+                    precision_policy: str):
+    """Trains (or loads) the embedding; returns (embedding, metrics)."""
+    start = time.perf_counter()
+    result = embedding_training.train(stored, embedding_dir, model_config, train_config, seed=seed,
+                                      precision_policy=precision_policy)
+    _record_if_worked(run_dir, "embedding", time.perf_counter() - start)
+    return result
+
+
+def load_embedding_for(embedding_dir: str, stored: corpus_lib.Corpus) -> embedding_lib.Embedding:
+    """The trained embedding in `embedding_dir`, checked against the corpus' teacher."""
+    loaded = embedding_lib.Embedding.load(embedding_dir)
+    teacher_hash = stored.metadata["teacher"]["hash"]
+    if loaded.extra.get("teacher_hash") not in (None, teacher_hash):
+        raise ValueError(f"the embedding in {embedding_dir} was trained on a corpus of another teacher "
+                         f"({loaded.extra.get('teacher_hash')}, this corpus: {teacher_hash})")
+    return loaded
+
+
+def _read_finalists(path: str):
+    if not tf.io.gfile.exists(path):
+        return []
+    with tf.io.gfile.GFile(path) as handle:
+        return [finalists_lib.FinalistResult.from_dict(json.loads(line)) for line in handle if line.strip()]
+
+
+def _append_finalist(path: str, result: finalists_lib.FinalistResult) -> None:
+    existing = ""
+    if tf.io.gfile.exists(path):
+        with tf.io.gfile.GFile(path) as handle:
+            existing = handle.read()
+    with tf.io.gfile.GFile(path + ".tmp", "w") as handle:
+        handle.write(existing + json.dumps(result.to_dict(), sort_keys=True) + "\n")
+    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+
+
+def compress_stage(run_dir: str, compress_dir: str, embedding: embedding_lib.Embedding, stored: corpus_lib.Corpus,
+                   stage: TeacherStage, splits: data.Splits, data_config: data.DataConfig,
+                   config: compression.CompressConfig, *, seed: int, proxy_splits: Optional[data.Splits] = None,
+                   resolved_config: Optional[dict] = None) -> dict:
+    """Search, refinement, finalists, choice, export and report. Returns the report (also report.json).
+
+    Finalists already trained by an interrupted run with the same settings (finalists.jsonl)
+    are reused; the chosen one is retrained from its seed when its model is not in memory.
+    """
+    tf.io.gfile.makedirs(compress_dir)
+    key = json.loads(rundir.to_json({
+        "compress": config.to_dict(), "seed": seed, "teacher": stage.teacher.spec.hash,
+        "teacher_metrics": {k: stage.metrics.get(k) for k in ("params", "val_accuracy", "test_accuracy")},
+        "corpus_records": len(stored), "corpus_metadata": {k: v for k, v in stored.metadata.items()
+                                                           if k not in corpus_lib.UNPINNED_KEYS},
+        "embedding": embedding.info()}))
+    key_path = os.path.join(compress_dir, "key.json")
+    report_path = os.path.join(compress_dir, REPORT_FILE)
+    if tf.io.gfile.exists(key_path) and tf.io.gfile.exists(report_path) and rundir.read_json(key_path) == key:
+        logging.info("compression: reusing %s", report_path)
+        return rundir.read_json(report_path)
+    if tf.io.gfile.exists(key_path) and rundir.read_json(key_path) != key:
+        # Another configuration: finalists trained under it do not count for this one.
+        for name in (FINALISTS_FILE, REPORT_FILE):
+            if tf.io.gfile.exists(os.path.join(compress_dir, name)):
+                tf.io.gfile.remove(os.path.join(compress_dir, name))
+    rundir.write_json(key_path, key)
+    finalists_path = os.path.join(compress_dir, FINALISTS_FILE)
+    earlier = [r for r in _read_finalists(finalists_path)]
+    start = time.perf_counter()
+    outcome = compression.compress(
+        embedding, stored, stage.teacher.spec, stage.metrics, splits, data_config, config, seed=seed,
+        proxy_splits=(proxy_splits or splits).for_search(), teacher_model=stage.model,
+        on_finalist=lambda result: _append_finalist(finalists_path, result), trained_finalists=earlier)
+    chosen: finalists_lib.FinalistResult = outcome["chosen"]
+    if chosen.model is None:  # trained by an earlier, interrupted run: train it again from its seed
+        logging.info("retraining the chosen network %s (its model was not kept by the interrupted run)",
+                     chosen.spec.hash)
+        chosen = finalists_lib.train_finalists([chosen.spec], splits, data_config, config.finalist, seed=seed,
+                                               teacher_model=stage.model)[0]
+    timings = dict(outcome["timings"])
+    begin = time.perf_counter()
+    norm = splits.info.normalisation
+    raw_sample = splits.x_test[:64] * np.asarray(norm.std, np.float32) + np.asarray(norm.mean, np.float32)
+    exported = compression.export(chosen.model, compress_dir, raw_sample, normalisation=norm.to_dict())
+    timings["export"] = time.perf_counter() - begin
+    record_timing(run_dir, "compress", time.perf_counter() - start)
+    report = make_report(run_dir, compress_dir, outcome, chosen, stage, stored, embedding, config, exported,
+                         timings, resolved_config)
+    rundir.write_json(os.path.join(compress_dir, REPORT_FILE), report)
+    plot_report(os.path.join(compress_dir, "report.png"), report, stored, outcome, title=f"{splits.info.name}: "
+                f"{stage.teacher.source} compressed {report['chosen']['ratio']:.1f}x")
+    return report
+
+
+def _network(result: finalists_lib.FinalistResult, teacher_params: int, pool: compression.Pool) -> dict:
+    record = result.to_dict()
+    record["ratio"] = teacher_params / result.params
+    index = pool._index.get(result.spec.hash)  # noqa: SLF001 - same package
+    if index is not None:
+        record["predicted_accuracy"] = pool.predicted[index]
+        record["measured_proxy_accuracy"] = pool.measured[index]
+    return record
+
+
+def make_report(run_dir, compress_dir, outcome, chosen, stage, stored, embedding, config, exported, timings,
+                resolved_config) -> dict:
+    teacher_params = outcome["teacher_params"]
+    metrics = stage.metrics
+    pool: compression.Pool = outcome["pool"]
+    proxy_epochs = int(stored.metadata["proxy"]["epochs"])
+    refined = sum(m is not None for m in pool.measured)
+    stage_times = read_timings(run_dir)
+    corpus_child_epochs = int(sum(r.epochs for r in stored.records))
+    search_seconds = sum(v for k, v in timings.items() if k.startswith(("search", "refine")))
+    report = {
+        "teacher": {"source": stage.teacher.source, "spec_hash": stage.teacher.spec.hash,
+                    "params": teacher_params, "flops": int(metrics["flops"]),
+                    "val_accuracy": metrics["val_accuracy"], "test_accuracy": metrics["test_accuracy"]},
+        "chosen": _network(chosen, teacher_params, pool),
+        "targets": {"target_ratio": config.target_ratio, "max_accuracy_drop": config.max_accuracy_drop,
+                    "met": bool(outcome["target_met"]),
+                    "test_accuracy_drop": metrics["test_accuracy"] - chosen.test_accuracy,
+                    "val_accuracy_drop": metrics["val_accuracy"] - chosen.val_accuracy},
+        "finalists": [_network(r, teacher_params, pool) for r in outcome["finalists"]],
+        "searches": outcome["searches"],
+        "candidates": len(pool),
+        "budget": {"child_epochs": corpus_child_epochs + refined * proxy_epochs,
+                   "corpus_child_epochs": corpus_child_epochs, "refinement_children": refined,
+                   "finalist_epochs": int(sum(r.epochs for r in outcome["finalists"])),
+                   "wall_seconds": stage_times.get("corpus", 0.0) + stage_times.get("embedding", 0.0) + search_seconds,
+                   "note": "wall_seconds = corpus + embedding + search/refinement (the search budget; finalist "
+                           "training is reported apart, as for every method)"},
+        "timings": {"stages": stage_times, "compress": timings},
+        "export": exported,
+        "embedding": {"latent_shape": list(embedding.latent_shape)},
+        "config": resolved_config or {"compress": config.to_dict()},
+        "method": "architecture_compression",
+    }
+    report["chosen"]["ratio"] = teacher_params / chosen.params
+    candidates = [pool.record(i, teacher_params) for i in range(len(pool))]
+    rundir.write_json(os.path.join(compress_dir, "candidates.json"), candidates)
+    return report
+
+
+def plot_report(path: str, report: dict, stored: corpus_lib.Corpus, outcome: dict, title: str) -> str:
+    """Accuracy vs. parameters: corpus (proxy), candidates (predicted), finalists, chosen and teacher (validation)."""
+    from matplotlib import pyplot  # plots configures the Agg backend on import
+    pool: compression.Pool = outcome["pool"]
+    ok = stored.select(["ok"])
+    first = ok.replicate == 0
+    figure, axes = pyplot.subplots(figsize=(8, 5), dpi=120)
+    axes.scatter(ok.params[first], ok.val_accuracy[first], s=8, alpha=0.4, color="tab:gray",
+                 label=f"corpus, proxy accuracy ({int(first.sum())})")
+    if len(pool):
+        axes.scatter(pool.params, pool.predicted, s=8, alpha=0.4, color="tab:blue", marker="x",
+                     label=f"candidates, predicted proxy accuracy ({len(pool)})")
+    finals = [f for f in report["finalists"] if f["val_accuracy"] is not None]
+    axes.scatter([f["params"] for f in finals], [f["val_accuracy"] for f in finals], s=40, color="tab:orange",
+                 label="finalists, validation accuracy (full training)", zorder=3)
+    chosen = report["chosen"]
+    axes.scatter([chosen["params"]], [chosen["val_accuracy"]], s=160, marker="D", facecolors="none",
+                 edgecolors="tab:green", linewidths=2, label=f"chosen ({chosen['ratio']:.1f}x)", zorder=4)
+    teacher = report["teacher"]
+    axes.scatter([teacher["params"]], [teacher["val_accuracy"]], s=200, marker="*", color="tab:red",
+                 label="teacher", zorder=4)
+    axes.set_xscale("log")
+    axes.set_xlabel("parameters")
+    axes.set_ylabel("validation accuracy")
+    values = np.concatenate([ok.val_accuracy[first], [f["val_accuracy"] for f in finals]])
+    low = float(np.nanpercentile(values, 5)) if len(values) else 0.0
+    axes.set_ylim(max(0.0, low - 0.02), 1.0)
+    axes.set_title(title)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    pyplot.close(figure)
+    return path
+
+
+def teacher_spec_of(stored: corpus_lib.Corpus) -> archspec.ArchSpec:
+    return archspec.ArchSpec.from_dict(stored.metadata["teacher"]["spec"])
+
+
+def headline(report: dict) -> dict:
+    """The lines a user reads first."""
+    chosen, teacher = report["chosen"], report["teacher"]
+    return {"teacher_params": teacher["params"], "teacher_test_accuracy": teacher["test_accuracy"],
+            "chosen_params": chosen["params"], "chosen_test_accuracy": chosen["test_accuracy"],
+            "ratio": round(chosen["ratio"], 2), "test_accuracy_drop_points": round(
+                100 * (teacher["test_accuracy"] - chosen["test_accuracy"]), 2),
+            "targets_met": report["targets"]["met"], "saved_model": report["export"]["saved_model"],
+            "child_epochs": report["budget"]["child_epochs"]}

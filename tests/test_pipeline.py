@@ -1,0 +1,92 @@
+"""The pipeline binary end to end on a tiny budget, then resumed, then compressing again with a target."""
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from acompress import data
+from tests import test_binaries
+
+TINY = ["--flagfile=flags/smoke.flags", "--embedding_epochs=3", "--embedding_min_steps_per_epoch=4",
+        "--unlabeled_architectures=40", "--embedding_patience=3", "--search_steps=20", "--snapshot_every=5",
+        "--rounds=2", "--refine_children=2", "--refine_epochs=1", "--num_finalists=2", "--finalist_epochs=1",
+        "--min_ratio=2", "--max_accuracy_drop=0.5"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    output_dir = str(tmp_path_factory.mktemp("pipeline") / "run")
+    start = time.perf_counter()
+    result = test_binaries.run_binary("pipeline", *TINY, f"--output_dir={output_dir}")
+    assert result.returncode == 0, test_binaries.describe(result)
+    return {"output_dir": output_dir, "result": result, "seconds": time.perf_counter() - start}
+
+
+def test_pipeline_writes_every_stage(run):
+    out = run["output_dir"]
+    for path in ("pipeline_config.json", "timings.json", "teacher/metrics.json", "corpus/metadata.json",
+                 "corpus_summary.json", "embedding/embedding.keras", "embedding/metrics.json",
+                 "compressed/report.json", "compressed/model.keras", "compressed/saved_model/saved_model.pb",
+                 "compressed/candidates.json", "compressed/finalists.jsonl"):
+        assert os.path.exists(os.path.join(out, path)), path
+    with open(os.path.join(out, "compressed", "report.png"), "rb") as handle:
+        assert handle.read(8) == test_binaries.PNG_SIGNATURE
+    timings = test_binaries.read_json(os.path.join(out, "timings.json"))
+    assert set(timings) >= {"teacher", "corpus", "embedding", "compress"}
+
+
+def test_report_is_consistent(run):
+    out = run["output_dir"]
+    report = test_binaries.read_json(os.path.join(out, "compressed", "report.json"))
+    printed = json.loads(run["result"].stdout)
+    teacher, chosen = report["teacher"], report["chosen"]
+    assert chosen["ratio"] == pytest.approx(teacher["params"] / chosen["params"])
+    assert chosen["ratio"] >= 2  # the ladder starts at --min_ratio
+    assert printed["chosen_params"] == chosen["params"] and printed["ratio"] == round(chosen["ratio"], 2)
+    assert len(report["finalists"]) == 2
+    assert chosen["spec_hash"] in {f["spec_hash"] for f in report["finalists"]}
+    for finalist in report["finalists"]:
+        assert 0.0 <= finalist["test_accuracy"] <= 1.0 and "predicted_accuracy" in finalist
+    assert len(report["searches"]) == 2 and report["budget"]["refinement_children"] >= 1
+    assert report["budget"]["child_epochs"] == report["budget"]["corpus_child_epochs"] + \
+        2 * report["budget"]["refinement_children"]
+    assert report["export"]["max_abs_difference"] <= 1e-5
+    embedding_metrics = test_binaries.read_json(os.path.join(out, "embedding", "metrics.json"))
+    assert embedding_metrics["heldout"]["validity"]["0.3"]["valid_masked"] == 1.0
+
+
+def test_saved_model_takes_raw_inputs_and_matches_the_report(run):
+    out = run["output_dir"]
+    splits = data.load(data.DataConfig(seed=0))
+    loaded = tf.saved_model.load(os.path.join(out, "compressed", "saved_model"))
+    norm = splits.info.normalisation  # splits hold normalised images; the exported network takes raw ones
+    raw = splits.x_test * np.asarray(norm.std, np.float32) + np.asarray(norm.mean, np.float32)
+    predictions = np.argmax(loaded.serve(tf.constant(raw)).numpy(), axis=-1)
+    accuracy = float(np.mean(predictions == splits.y_test))
+    report = test_binaries.read_json(os.path.join(out, "compressed", "report.json"))
+    assert accuracy == pytest.approx(report["chosen"]["test_accuracy"], abs=1e-6)
+
+
+def test_rerun_reuses_every_stage(run):
+    start = time.perf_counter()
+    result = test_binaries.run_binary("pipeline", *TINY, f"--output_dir={run['output_dir']}")
+    assert result.returncode == 0, test_binaries.describe(result)
+    assert json.loads(result.stdout)["chosen_params"] == json.loads(run["result"].stdout)["chosen_params"]
+    assert "reusing" in result.stderr
+    assert time.perf_counter() - start < run["seconds"]
+
+
+def test_unreachable_target_is_a_one_line_error(run):
+    result = test_binaries.run_binary("compress", *TINY, f"--output_dir={run['output_dir']}",
+                                      "--target_ratio=100000")
+    test_binaries.assert_one_line_error(result, "no candidate reaches --target_ratio=100000")
+
+
+def test_compress_without_an_embedding_says_what_to_run(tmp_path):
+    result = test_binaries.run_binary("compress", *TINY, f"--output_dir={tmp_path}",
+                                      "--corpus_dir=testdata/digits_corpus")
+    test_binaries.assert_one_line_error(result, "acompress-train-embedding")
