@@ -99,9 +99,12 @@ class Candidate:
                 "start": self.start, "lambda": self.lam, "step": self.step}
 
 
-def make_optimiser(embedding: embedding_lib.Embedding):
+def make_optimiser(embedding: embedding_lib.Embedding, jit_compile: bool = False):
     """The compiled loop for `embedding`: fn(z0, lambdas, steps, learning_rate, radius, snapshot_every)
-    -> (final codes, snapshots [S, N, L, C], objective per step [steps, N])."""
+    -> (final codes, snapshots [S, N, L, C], objective per step [steps, N]).
+
+    `jit_compile` compiles the whole loop with XLA (see benchmarks/latent_benchmark.py for
+    what it buys on this machine)."""
     predictor = embedding.predictor
     stats = embedding.targets
 
@@ -111,7 +114,7 @@ def make_optimiser(embedding: embedding_lib.Embedding):
         size = (out["log_params"][:, 0] - stats.log_params_mean) / stats.log_params_std
         return -accuracy + lambdas * size
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, jit_compile=jit_compile)
     def optimise(z0, lambdas, steps, learning_rate, radius, snapshot_every):
         z0 = tf.convert_to_tensor(z0, tf.float32)
         lambdas = tf.convert_to_tensor(lambdas, tf.float32)

@@ -238,6 +238,7 @@ def make_report(run_dir, compress_dir, outcome, chosen, stage, stored, embedding
         "embedding": {"latent_shape": list(embedding.latent_shape)},
         "config": resolved_config or {"compress": config.to_dict()},
         "method": "architecture_compression",
+        "seed": (resolved_config or {}).get("runtime", {}).get("seed"),
     }
     report["chosen"]["ratio"] = teacher_params / chosen.params
     candidates = [pool.record(i, teacher_params) for i in range(len(pool))]
