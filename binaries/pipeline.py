@@ -83,9 +83,11 @@ def main(argv) -> None:
     proxy_splits = splits if proxy_data_config == data_config else data.load(proxy_data_config)
     stored = pipeline.corpus_stage(output_dir, corpus_dir, stage, proxy_splits, proxy_data_config, corpus_config,
                                    seed=FLAGS.seed, title=f"{splits.info.name}: children of {FLAGS.teacher}")
-    embedding, embedding_metrics = pipeline.embedding_stage(output_dir, embedding_dir, stored, model_config,
-                                                            embedding_train, seed=FLAGS.seed,
-                                                            precision_policy=policy)
+    _, embedding_metrics = pipeline.embedding_stage(output_dir, embedding_dir, stored, model_config,
+                                                    embedding_train, seed=FLAGS.seed, precision_policy=policy)
+    # Compression always starts from the saved embedding, so a resumed run (which loads it) and an
+    # uninterrupted one (which just trained it) search from the same state: same seed, same result.
+    embedding = pipeline.load_embedding_for(embedding_dir, stored)
     report = pipeline.compress_stage(output_dir, compress_dir, embedding, stored, stage, splits, data_config,
                                      compress_config, seed=FLAGS.seed, proxy_splits=proxy_splits,
                                      resolved_config=config)

@@ -80,9 +80,20 @@ def test_rerun_reuses_every_stage(run):
     assert time.perf_counter() - start < run["seconds"]
 
 
-def test_unreachable_target_is_a_one_line_error(run):
+def test_compress_refuses_to_replace_the_pipelines_results(run):
+    compressed = os.path.join(run["output_dir"], "compressed")
+    before = {name: os.stat(os.path.join(compressed, name)).st_mtime_ns for name in os.listdir(compressed)}
     result = test_binaries.run_binary("compress", *TINY, f"--output_dir={run['output_dir']}",
-                                      "--target_ratio=100000")
+                                      "--max_accuracy_drop=0.4")
+    test_binaries.assert_one_line_error(result, "holds results made with other settings (differs in: compress)")
+    assert "--overwrite" in result.stderr
+    assert {name: os.stat(os.path.join(compressed, name)).st_mtime_ns for name in os.listdir(compressed)} == before
+
+
+def test_unreachable_target_is_a_one_line_error(run):
+    # --overwrite: compressed/ holds the pipeline's results, made with another target.
+    result = test_binaries.run_binary("compress", *TINY, f"--output_dir={run['output_dir']}",
+                                      "--target_ratio=100000", "--overwrite")
     test_binaries.assert_one_line_error(result, "no candidate reaches --target_ratio=100000")
 
 
