@@ -11,6 +11,7 @@ reported). A run whose chosen network drops more counts as a miss: its ratio is 
 the table but not in the "ratio at <= drop" mean.
 """
 
+import json
 import math
 import os
 from typing import Dict, List, Optional, Sequence
@@ -56,7 +57,11 @@ def collect(paths: Sequence[str], max_drop: float = 0.01) -> List[dict]:
     rows = []
     for path in paths:
         source = find_result(path)
-        rows.append(row(rundir.read_json(source), source, max_drop))
+        try:
+            result = rundir.read_json(source)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{source} is not a result file: not valid JSON ({error})") from None
+        rows.append(row(result, source, max_drop))
     teachers = {(r["teacher_params"], round(r["teacher_test_accuracy"], 6)) for r in rows}
     if len({params for params, _ in teachers}) > 1:
         raise ValueError("the results compress different teachers: " + ", ".join(

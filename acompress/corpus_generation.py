@@ -84,19 +84,43 @@ def make_metadata(teacher: archspec.ArchSpec, data_config: data.DataConfig, info
     """
     input_shape, num_classes = info.input_shape, info.num_classes
     tokenizer = tokens.Tokenizer(space)
-    # Pinned: what changes a record. Not pinned: where the data lives and how it is read
-    # (data_dir, download, cache, the source path) and how children are packed (packed and
-    # solo results are identical), so machines with other paths or pack sizes share a corpus.
-    dataset_config = {k: v for k, v in data_config.to_dict().items() if k not in ("data_dir", "download", "cache")}
-    dataset_info = {k: v for k, v in info.to_dict().items() if k != "source"}
+    # Pinned: what changes a record. Not pinned: how children are packed (packed and solo
+    # results are identical), so machines with other pack sizes share a corpus.
     proxy = {k: v for k, v in config.proxy.to_dict().items() if k not in ("pack", "graph_optimizer")}
     return corpus.make_metadata(
-        dataset={"name": info.name, "config": dataset_config, "info": dataset_info},
+        dataset=dataset_entry(data_config, info),
         teacher=corpus.describe_teacher(teacher, params=teacher.count_params(input_shape, num_classes),
                                         flops=teacher.count_flops(input_shape, num_classes)),
         search_space=space, sampler=config.sampler.to_dict(), proxy=proxy, seed=seed,
         num_children=config.num_children, tokens_shape=tokenizer.shape,
         extra={"replicate_fraction": config.replicate_fraction})
+
+
+def dataset_entry(data_config: data.DataConfig, info: data.DatasetInfo) -> Dict[str, Any]:
+    """The metadata's "dataset": which data, split and preprocessed how. Not pinned: where the
+    data lives and how it is read (data_dir, download, cache, the source path), so machines
+    with other paths share a corpus."""
+    dataset_config = {k: v for k, v in data_config.to_dict().items() if k not in ("data_dir", "download", "cache")}
+    dataset_info = {k: v for k, v in info.to_dict().items() if k != "source"}
+    return {"name": info.name, "config": dataset_config, "info": dataset_info}
+
+
+def check_source(stored: corpus.Corpus, teacher: archspec.ArchSpec, data_config: data.DataConfig,
+                 info: data.DatasetInfo) -> None:
+    """Refuses a corpus made from another data set or another teacher than these.
+
+    For readers that take the data and the teacher from their own flags (acompress-compress);
+    `data_config` and `info` are the proxy data's, as `generate` was given them.
+
+    Raises:
+      corpus.MetadataMismatchError: naming the differing fields ("dataset....", "teacher.hash").
+    """
+    metadata = stored.metadata
+    differences = corpus.metadata_differences(
+        {"dataset": metadata.get("dataset"), "teacher": {"hash": (metadata.get("teacher") or {}).get("hash")}},
+        {"dataset": dataset_entry(data_config, info), "teacher": {"hash": teacher.hash}})
+    if differences:
+        raise corpus.MetadataMismatchError(stored.corpus_dir, differences)
 
 
 def sample(teacher: archspec.ArchSpec, info: data.DatasetInfo, config: CorpusConfig,

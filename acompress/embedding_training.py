@@ -281,6 +281,29 @@ def _key(corpus: corpus_lib.Corpus, model_config, train_config, seed: int, preci
         "precision": precision_policy}))
 
 
+def _discard_unusable_backup(backup_dir: str) -> None:
+    """Deletes a BackupAndRestore backup that a run killed while writing it left incomplete.
+
+    Keras writes the backup's weights (latest.weights.h5) and then its epoch
+    (training_metadata.json) in place, so kill -9 at the wrong moment leaves a cut-short
+    weights file, on which the next fit() fails. Such a backup is dropped (training
+    starts over); a complete one is left for BackupAndRestore to resume from.
+    """
+    weights = os.path.join(backup_dir, "latest.weights.h5")
+    metadata = os.path.join(backup_dir, "training_metadata.json")
+    if not tf.io.gfile.exists(backup_dir) or "://" in backup_dir:  # h5py reads local files only
+        return
+    try:
+        int(rundir.read_json(metadata)["epoch"])
+        import h5py  # pylint: disable=import-outside-toplevel  # Keras' own dependency, only needed here
+        with h5py.File(weights, "r") as handle:  # read every array: a truncated file fails here
+            handle.visititems(lambda _, item: item[()] if isinstance(item, h5py.Dataset) else None)
+    except (OSError, ValueError, KeyError, TypeError, tf.errors.OpError) as error:
+        logging.warning("embedding: discarding the incomplete backup in %s (%s: %s); training starts over",
+                        backup_dir, type(error).__name__, error)
+        tf.io.gfile.rmtree(backup_dir)
+
+
 def train(corpus: corpus_lib.Corpus, output_dir: str, model_config: embedding_lib.EmbeddingConfig,
           train_config: EmbeddingTrainConfig, *, seed: int, precision_policy: str = "float32",
           on_epoch: Optional[Callable[[int, dict], None]] = None, verbose: int = 0,
@@ -339,8 +362,10 @@ def train(corpus: corpus_lib.Corpus, output_dir: str, model_config: embedding_li
                          tokenizer.fields, train_config.batch_size, shuffle_seed=seed,
                          size=len(train_arrays) + len(extra)).repeat()
     heldout_data = batched(heldout_records, tokenizer.fields, 1024)
+    backup_dir = os.path.join(output_dir, "backup")
+    _discard_unusable_backup(backup_dir)
     callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(output_dir, "backup")),
+        keras.callbacks.BackupAndRestore(backup_dir),
         keras.callbacks.EarlyStopping("val_loss", patience=train_config.patience, restore_best_weights=True),
         keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard"), write_graph=False),
         _ProgressLogger(train_config.epochs, on_epoch),

@@ -140,6 +140,36 @@ def _append_finalist(path: str, result: finalists_lib.FinalistResult) -> None:
     tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
 
 
+def _compress_key(embedding, stored, stage, config, seed) -> dict:
+    """What compression results depend on (compressed/key.json)."""
+    return json.loads(rundir.to_json({
+        "compress": config.to_dict(), "seed": seed, "teacher": stage.teacher.spec.hash,
+        "teacher_metrics": {k: stage.metrics.get(k) for k in ("params", "val_accuracy", "test_accuracy")},
+        "corpus_records": len(stored), "corpus_metadata": {k: v for k, v in stored.metadata.items()
+                                                           if k not in corpus_lib.UNPINNED_KEYS},
+        "embedding": embedding.info()}))
+
+
+def check_compress_dir(compress_dir: str, embedding: embedding_lib.Embedding, stored: corpus_lib.Corpus,
+                       stage: TeacherStage, config: compression.CompressConfig, *, seed: int) -> None:
+    """Refuses a compressed/ directory holding results made with other settings (the pipeline's, say),
+    which `compress_stage` would discard.
+
+    Raises:
+      rundir.OutputExistsError: naming the differing keys.
+    """
+    key_path = os.path.join(compress_dir, "key.json")
+    held = [name for name in (FINALISTS_FILE, REPORT_FILE) if tf.io.gfile.exists(os.path.join(compress_dir, name))]
+    if not held or not tf.io.gfile.exists(key_path):
+        return
+    stored_key, key = rundir.read_json(key_path), _compress_key(embedding, stored, stage, config, seed)
+    differing = sorted(k for k in set(stored_key) | set(key) if stored_key.get(k) != key.get(k))
+    if differing:
+        raise rundir.OutputExistsError(
+            f"{compress_dir} holds results ({', '.join(held)}) made with other settings (differs in: "
+            f"{', '.join(differing)}); use another --output_dir, or --overwrite to replace them")
+
+
 def compress_stage(run_dir: str, compress_dir: str, embedding: embedding_lib.Embedding, stored: corpus_lib.Corpus,
                    stage: TeacherStage, splits: data.Splits, data_config: data.DataConfig,
                    config: compression.CompressConfig, *, seed: int, proxy_splits: Optional[data.Splits] = None,
@@ -150,12 +180,7 @@ def compress_stage(run_dir: str, compress_dir: str, embedding: embedding_lib.Emb
     are reused; the chosen one is retrained from its seed when its model is not in memory.
     """
     tf.io.gfile.makedirs(compress_dir)
-    key = json.loads(rundir.to_json({
-        "compress": config.to_dict(), "seed": seed, "teacher": stage.teacher.spec.hash,
-        "teacher_metrics": {k: stage.metrics.get(k) for k in ("params", "val_accuracy", "test_accuracy")},
-        "corpus_records": len(stored), "corpus_metadata": {k: v for k, v in stored.metadata.items()
-                                                           if k not in corpus_lib.UNPINNED_KEYS},
-        "embedding": embedding.info()}))
+    key = _compress_key(embedding, stored, stage, config, seed)
     key_path = os.path.join(compress_dir, "key.json")
     report_path = os.path.join(compress_dir, REPORT_FILE)
     if tf.io.gfile.exists(key_path) and tf.io.gfile.exists(report_path) and rundir.read_json(key_path) == key:

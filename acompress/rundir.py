@@ -18,6 +18,10 @@ class OutputExistsError(Exception):
     """The output directory already holds results and neither overwrite nor resume was asked."""
 
 
+class OutputDirError(OSError):
+    """The output directory cannot be made or written: a file is in the way, or no permission."""
+
+
 def to_json(data: Any) -> str:
     """Deterministic JSON: sorted keys, two-space indent, trailing newline."""
     return json.dumps(data, sort_keys=True, indent=2, default=_default) + "\n"
@@ -66,9 +70,12 @@ def prepare(output_dir: str, config: Mapping[str, Any], *, overwrite: bool = Fal
       OutputExistsError: the directory holds results and neither flag allows it, or a
         resumed directory was made with another configuration (the message names
         the differing keys).
+      OutputDirError: the path is a file, lies below a file, or cannot be written.
     """
     if not output_dir:
         raise ValueError("an output directory is required (--output_dir)")
+    if tf.io.gfile.exists(output_dir) and not tf.io.gfile.isdir(output_dir):
+        raise OutputDirError(f"the output directory {output_dir} is a file")
     config_path = os.path.join(output_dir, config_file)
     existing = tf.io.gfile.exists(output_dir) and tf.io.gfile.listdir(output_dir)
     if existing and overwrite:
@@ -84,6 +91,9 @@ def prepare(output_dir: str, config: Mapping[str, Any], *, overwrite: bool = Fal
     elif existing and not resume:
         raise OutputExistsError(f"{output_dir} already holds results ({', '.join(sorted(existing)[:5])}); "
                                 "use another --output_dir, or --overwrite to replace it")
-    tf.io.gfile.makedirs(output_dir)
-    write_json(config_path, dict(config))
+    try:
+        tf.io.gfile.makedirs(output_dir)
+        write_json(config_path, dict(config))
+    except tf.errors.OpError as error:  # e.g. a file in the path, no permission
+        raise OutputDirError(f"cannot write the output directory {output_dir}: {error.message}") from None
     return output_dir

@@ -19,7 +19,7 @@ USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError
 def _user_error_types():
     from acompress import rundir
     from acompress import search_space
-    return USER_ERRORS + (rundir.OutputExistsError, search_space.OutOfSearchSpaceError)
+    return USER_ERRORS + (rundir.OutputExistsError, rundir.OutputDirError, search_space.OutOfSearchSpaceError)
 
 
 def run(main) -> None:

@@ -26,6 +26,7 @@ from acompress import embedding_training
 from acompress import pipeline
 from acompress import precision
 from acompress import rundir
+from acompress import teacher as teacher_lib
 from acompress.flags import compress_flags
 from acompress.flags import corpus_flags
 from acompress.flags import data_flags
@@ -75,6 +76,7 @@ def main(argv) -> None:
     cpu_threads.configure(FLAGS.intra_op_threads, FLAGS.inter_op_threads)
     # Bad data or teacher flags fail before anything is written to the output directory.
     splits = data.load(data_config)
+    teacher_lib.resolve(FLAGS.teacher, splits.info.input_shape, splits.info.num_classes)  # fails early on a bad teacher
     rundir.prepare(output_dir, config, overwrite=FLAGS.overwrite, resume=True, config_file=CONFIG_FILE)
     precision.apply(policy)
     keras.utils.set_random_seed(FLAGS.seed)
@@ -87,6 +89,8 @@ def main(argv) -> None:
                                                     embedding_train, seed=FLAGS.seed, precision_policy=policy)
     # Compression always starts from the saved embedding, so a resumed run (which loads it) and an
     # uninterrupted one (which just trained it) search from the same state: same seed, same result.
+    # Seeded first: loading draws the seeds of its noise and dropout layers from the global RNG.
+    keras.utils.set_random_seed(FLAGS.seed)
     embedding = pipeline.load_embedding_for(embedding_dir, stored)
     report = pipeline.compress_stage(output_dir, compress_dir, embedding, stored, stage, splits, data_config,
                                      compress_config, seed=FLAGS.seed, proxy_splits=proxy_splits,

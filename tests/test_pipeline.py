@@ -85,7 +85,7 @@ def test_compress_refuses_to_replace_the_pipelines_results(run):
     before = {name: os.stat(os.path.join(compressed, name)).st_mtime_ns for name in os.listdir(compressed)}
     result = test_binaries.run_binary("compress", *TINY, f"--output_dir={run['output_dir']}",
                                       "--max_accuracy_drop=0.4")
-    test_binaries.assert_one_line_error(result, "holds results made with other settings (differs in: compress)")
+    test_binaries.assert_one_line_error(result, "made with other settings (differs in: compress)")
     assert "--overwrite" in result.stderr
     assert {name: os.stat(os.path.join(compressed, name)).st_mtime_ns for name in os.listdir(compressed)} == before
 
