@@ -19,6 +19,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMPORT = re.compile(r"^\s*from acompress(?:\.(flags|binaries))? import ([\w, ]+)", re.M)
 LOCAL_TEST_IMPORT = re.compile(r"^\s*from tests import ([\w, ]+)", re.M)
+LOCAL_TEST_MODULE_IMPORT = re.compile(r"^\s*(?:from|import) tests\.(\w+)", re.M)  # from tests.x import y
 RUNS_BINARIES = re.compile(r"(?<![\w.])binaries\.")  # `python -m binaries.<name>` in a subprocess
 RUNS_THIS_SCRIPT = re.compile(r"\bmake_build\b")
 FOLDERS = {"acompress": "", "flags": "flags_", "binaries": "bin_"}
@@ -38,6 +39,12 @@ def _names(text):
     return [name.split(" as ")[0].strip() for name in text.split(",") if name.strip()]
 
 
+def _local_test_imports(text):
+    """Names of the tests/ modules `text` imports (`from tests import a, b`, `from tests.a import x`)."""
+    names = [n for names in LOCAL_TEST_IMPORT.findall(text) for n in _names(names)]
+    return names + [n for n in LOCAL_TEST_MODULE_IMPORT.findall(text) if n not in names]
+
+
 def _test_closure(name, texts):
     """`name` and the tests/ modules it imports, directly or not (a test may run binaries through another)."""
     seen, todo = set(), [name]
@@ -45,7 +52,7 @@ def _test_closure(name, texts):
         module = todo.pop()
         if module in texts and module not in seen:
             seen.add(module)
-            todo += [n for names in LOCAL_TEST_IMPORT.findall(texts[module]) for n in _names(names)]
+            todo += _local_test_imports(texts[module])
     return seen
 
 
@@ -58,9 +65,8 @@ def _deps(path, own):
     deps = set()
     for package, names in IMPORT.findall(text):
         deps.update(f":{_target(package, name)}" for name in _names(names))
-    for names in LOCAL_TEST_IMPORT.findall(text):
-        # Helpers are py_library targets `test_<name>`; a test module imports only itself (in a subprocess).
-        deps.update(f":{name}" if name.startswith("test_") else f":test_{name}" for name in _names(names))
+    # Helpers are py_library targets `test_<name>`; a test module imports only itself (in a subprocess).
+    deps.update(f":{name}" if name.startswith("test_") else f":test_{name}" for name in _local_test_imports(text))
     deps.discard(f":{own}")
     return sorted(deps)
 
