@@ -567,8 +567,9 @@ class _TrialRunner:
 
     def __init__(self, hypermodel: ChildHyperModel, search: data.SearchSplits, data_config: data.DataConfig,
                  config: TunerConfig, *, seed: int, teacher_model: Optional[keras.Model],
-                 teacher_accuracy: Optional[float], save_weights: bool):
+                 teacher_accuracy: Optional[float], save_weights: bool, strategy=None):
         self.hypermodel = hypermodel
+        self.strategy = strategy
         self.search = search
         self.data_config = data_config
         self.config = config
@@ -601,7 +602,7 @@ class _TrialRunner:
         train, validation = data.search_datasets(self.search, self.data_config)
         model, summary = finalists.train_spec(spec, train, validation, self.search.info, recipe, seed=seed,
                                               teacher_model=self.teacher_model, initial_weights=weights,
-                                              name=f"trial_{trial.trial_id}")
+                                              name=f"trial_{trial.trial_id}", strategy=self.strategy)
         params = spec.count_params(self.hypermodel.input_shape, self.hypermodel.num_classes)
         metrics = {"child_epochs": float(summary["epochs"]), "params": float(params),
                    "flops": float(spec.count_flops(self.hypermodel.input_shape, self.hypermodel.num_classes)),
@@ -682,7 +683,7 @@ class TunerOutcome:
 def run_tuner(method: str, teacher_spec: archspec.ArchSpec, search: data.SearchSplits,
               data_config: data.DataConfig, config: TunerConfig, *, seed: int, budget: Budget, directory: str,
               teacher_model: Optional[keras.Model] = None, teacher_accuracy: Optional[float] = None,
-              overwrite: bool = False) -> TunerOutcome:
+              overwrite: bool = False, strategy: Optional[tf.distribute.Strategy] = None) -> TunerOutcome:
     """Runs (or resumes) a Keras Tuner search over the teacher's child space.
 
     Args:
@@ -698,6 +699,8 @@ def run_tuner(method: str, teacher_spec: archspec.ArchSpec, search: data.SearchS
       teacher_model: the trained teacher, required when ``config.trial.distill``.
       teacher_accuracy: the teacher's validation accuracy (A_teacher of ``n2n``).
       overwrite: start over instead of resuming.
+      strategy: a single-process `tf.distribute.Strategy` (e.g. mirrored) each trial trains under.
+        Across machines, use Keras Tuner's own distributed mode (different trials per worker).
 
     Returns:
       The trials and the budget spent (a worker of a distributed search gets no trials).
@@ -718,7 +721,7 @@ def run_tuner(method: str, teacher_spec: archspec.ArchSpec, search: data.SearchS
     tuner_seed = seed + 1
     oracle = _make_oracle(method, config, budget, tuner_seed)
     runner = _TrialRunner(hypermodel, search, data_config, config, seed=seed, teacher_model=teacher_model,
-                          teacher_accuracy=teacher_accuracy, save_weights=method == HYPERBAND)
+                          teacher_accuracy=teacher_accuracy, save_weights=method == HYPERBAND, strategy=strategy)
     logging.info("%s search (%s, tuner seed %d) over %d hyperparameters; budget %s", method, role, tuner_seed,
                  len(hypermodel.width_names) + len(hypermodel.removable) + len(hypermodel.kernel_options),
                  budget.to_dict())
@@ -865,7 +868,7 @@ def run_baseline(config: BaselineConfig, teacher_spec: archspec.ArchSpec, splits
                  data_config: data.DataConfig, *, seed: int, teacher_metrics: Mapping[str, Any], directory: str,
                  teacher_model: Optional[keras.Model] = None, search: Optional[data.SearchSplits] = None,
                  search_data_config: Optional[data.DataConfig] = None,
-                 overwrite: bool = False) -> Optional[dict]:
+                 overwrite: bool = False, strategy: Optional[tf.distribute.Strategy] = None) -> Optional[dict]:
     """Search (or scale), train the finalists, choose; returns the result (module docstring schema).
 
     Resumable: the search resumes from ``<directory>/tuner``, and each finished
@@ -886,6 +889,7 @@ def run_baseline(config: BaselineConfig, teacher_spec: archspec.ArchSpec, splits
       search, search_data_config: the trials' data (default: ``splits.for_search()``
         and `data_config`), e.g. a proxy subset of the training split.
       overwrite: start the search over.
+      strategy: the `tf.distribute.Strategy` trials and finalists train under (see `run_tuner`).
 
     Returns:
       The result dict, or None for a worker of a distributed search.
@@ -907,7 +911,7 @@ def run_baseline(config: BaselineConfig, teacher_spec: archspec.ArchSpec, splits
         outcome = run_tuner(config.method, teacher_spec, search or splits.for_search(),
                             search_data_config or data_config, config.tuner, seed=seed, budget=config.budget,
                             directory=os.path.join(directory, TUNER_DIR), teacher_model=teacher_model,
-                            teacher_accuracy=teacher_accuracy, overwrite=overwrite)
+                            teacher_accuracy=teacher_accuracy, overwrite=overwrite, strategy=strategy)
         if outcome.role == "worker":
             return None
         candidates = top_distinct(outcome.trials, config.num_finalists)
@@ -916,13 +920,14 @@ def run_baseline(config: BaselineConfig, teacher_spec: archspec.ArchSpec, splits
                              "raise the budget")
     results = _train_finalists_resumable(candidates, splits, data_config, config.finalist, seed=seed,
                                          teacher_model=teacher_model,
-                                         directory=os.path.join(directory, FINALISTS_DIR))
+                                         directory=os.path.join(directory, FINALISTS_DIR), strategy=strategy)
     chosen = finalists.choose(results, teacher_accuracy=teacher_accuracy,
                               max_accuracy_drop=config.max_accuracy_drop)
     return _result(config, seed, teacher_spec, info, teacher_metrics, outcome, scaling, results, chosen)
 
 
-def _train_finalists_resumable(specs, splits, data_config, config, *, seed, teacher_model, directory):
+def _train_finalists_resumable(specs, splits, data_config, config, *, seed, teacher_model, directory,
+                               strategy=None):
     stored = {}
     for spec in specs:
         path = os.path.join(directory, f"{spec.hash}.json")
@@ -937,7 +942,7 @@ def _train_finalists_resumable(specs, splits, data_config, config, *, seed, teac
         rundir.write_json(os.path.join(directory, f"{result.spec.hash}.json"), result.to_dict())
 
     trained = finalists.train_finalists(todo, splits, data_config, config, seed=seed, teacher_model=teacher_model,
-                                        on_result=save)
+                                        on_result=save, strategy=strategy)
     by_hash = {**stored, **{result.spec.hash: result for result in trained}}
     return [by_hash[spec.hash] for spec in specs]
 

@@ -17,6 +17,15 @@ The corpus is the method's whole cost, so this module is built for throughput:
   (Kendall tau against 40-epoch training).
 * **Distillation** (optional): the teacher's logits for each batch are computed
   once per packed step and shared by every child in it.
+* **Precision.** Children follow the global dtype policy. Under ``mixed_float16``
+  (a GPU's default) they compute in float16 with float32 weights and outputs, and
+  the step scales the loss (Keras' dynamic `LossScaleOptimizer`); one scale serves
+  the group, so a step one child overflows is skipped for all of them, and packed
+  results equal solo ones only in float32.
+* **Devices.** Under a `tf.distribute` strategy every replica takes a strided share
+  of each global batch, gradients are summed across replicas by the optimizer, and
+  batch norm is synchronised (`keras_builder.build_model`), so N replicas train the
+  children as one device would, up to floating-point order.
 
 A child whose loss becomes NaN or infinite is frozen from that step on (its
 gradients are zeroed) and reported as ``diverged``; a child that cannot be built
@@ -36,6 +45,7 @@ import tensorflow as tf
 
 from acompress import archspec
 from acompress import data
+from acompress import distribution
 from acompress import keras_builder
 
 OK, FAILED, DIVERGED = "ok", "failed", "diverged"
@@ -107,6 +117,11 @@ class ChildResult:
     reason: str = ""
 
 
+# Under mixed_float16: a child whose gradients are not finite for this many steps in a row,
+# while the loss scale halves at every one, is diverged (2^15 halved 64 times is far below 1).
+MAX_OVERFLOW_STEPS = 64
+
+
 def child_seed(seed: int, index: int, replicate: int = 0) -> int:
     """A per-child seed derived from the run seed, stable across packing and sharding."""
     return int(np.random.SeedSequence([seed, index, replicate]).generate_state(1)[0] % (2 ** 31 - 1)) + 1
@@ -124,7 +139,8 @@ class _Data(NamedTuple):
 def train_children(specs: Sequence[archspec.ArchSpec], indices: Sequence[int], search: data.SearchSplits,
                    config: ProxyConfig, *, batch_size: int, seed: int, replicate: int = 0,
                    teacher: Optional[keras.Model] = None,
-                   on_result: Optional[Callable[[List[ChildResult]], None]] = None) -> List[ChildResult]:
+                   on_result: Optional[Callable[[List[ChildResult]], None]] = None,
+                   strategy: Optional[tf.distribute.Strategy] = None) -> List[ChildResult]:
     """Trains `specs` in packed groups; returns one ChildResult per spec, in order.
 
     Every group sees the same batches in the same order (`data.EpochBatches` seeded by
@@ -142,6 +158,9 @@ def train_children(specs: Sequence[archspec.ArchSpec], indices: Sequence[int], s
       replicate: 0 for the first training of these children, 1.. for repeats with other seeds.
       teacher: the trained teacher, required when `config.distill`.
       on_result: called with each finished group's results (for durable storage and progress).
+      strategy: a `tf.distribute.Strategy` to train each group under (None: one device). Every
+        replica takes its share of each global batch and the gradients are all-reduced, so the
+        children are the same models trained on the same batches, split across devices/workers.
     """
     if len(specs) != len(indices):
         raise ValueError(f"{len(specs)} specs but {len(indices)} indices")
@@ -157,23 +176,11 @@ def train_children(specs: Sequence[archspec.ArchSpec], indices: Sequence[int], s
     results = []
     for start in range(0, len(specs), config.pack):
         group = [(indices[i], specs[i]) for i in range(start, min(start + config.pack, len(specs)))]
-        group_results = _train_group_or_each(group, inputs, config, seed, replicate, teacher)
+        group_results = _train_group_or_each(group, inputs, config, seed, replicate, teacher, strategy)
         results.extend(group_results)
         if on_result is not None:
             on_result(group_results)
     return results
-
-
-@contextlib.contextmanager
-def _float32_policy():
-    """Children train in float32 whatever the global policy: the packed step applies its
-    gradients itself, without the loss scaling that mixed_float16 needs."""
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
 
 
 @contextlib.contextmanager
@@ -189,11 +196,15 @@ def _graph_optimizer(enabled: Optional[bool]):
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": previous})
 
 
-def _train_group_or_each(group, inputs: _Data, config, seed, replicate, teacher):
+def _train_group_or_each(group, inputs: _Data, config, seed, replicate, teacher, strategy=None):
     try:
-        with _graph_optimizer(config.graph_optimizer), _float32_policy():
-            return _train_group(group, inputs, config, seed, replicate, teacher)
+        with _graph_optimizer(config.graph_optimizer):
+            return _train_group(group, inputs, config, seed, replicate, teacher, strategy)
+    except distribution.WorkerMismatchError:
+        raise
     except Exception as error:  # noqa: BLE001 - one bad child must not stop the corpus
+        if distribution.task(strategy) is not None and isinstance(error, tf.errors.OpError):
+            raise  # a failed collective: the other workers cannot go on without this one
         if len(group) == 1:
             index, spec = group[0]
             logging.warning("child %d failed: %s", index, error)
@@ -202,7 +213,7 @@ def _train_group_or_each(group, inputs: _Data, config, seed, replicate, teacher)
                                 f"{type(error).__name__}: {error}"[:500])]
         logging.warning("packed group of %d failed (%s); training its children one by one", len(group), error)
         return [result for member in group
-                for result in _train_group_or_each([member], inputs, config, seed, replicate, teacher)]
+                for result in _train_group_or_each([member], inputs, config, seed, replicate, teacher, strategy)]
 
 
 def _build_children(group, inputs: _Data, config, seed, replicate):
@@ -227,49 +238,100 @@ def _all_finite(tensors) -> tf.Tensor:
     return tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(t)) for t in tensors]))
 
 
-def _train_group(group, inputs: _Data, config, seed, replicate, teacher):
+def _train_group(group, inputs: _Data, config, seed, replicate, teacher, strategy=None):
     start = time.perf_counter()
-    models, seeds = _build_children(group, inputs, config, seed, replicate)
+    distribution.agree(strategy, f"children {[(index, spec.hash) for index, spec in group]} seed {seed} "
+                                 f"replicate {replicate}")
+    with distribution.scope(strategy):
+        models, seeds = _build_children(group, inputs, config, seed, replicate)
+        optimizer = keras.optimizers.Adam(learning_rate=_learning_rate(config, inputs.batches.steps * config.epochs))
+        # Children follow the global dtype policy (precision.apply: mixed_float16 on a GPU). float16
+        # needs loss scaling: a dynamic loss scale skips a step whose gradients overflow (on any replica).
+        scaled = keras.mixed_precision.global_policy().compute_dtype == "float16"
+        if scaled:
+            optimizer = distribution.ReplicaSafeLossScaleOptimizer(optimizer)
+        variables = [m.trainable_variables for m in models]
+        flat_variables = [v for vs in variables for v in vs]
+        optimizer.build(flat_variables)
+        replicated = {"trainable": False, "synchronization": tf.VariableSynchronization.ON_WRITE,
+                      "aggregation": tf.VariableAggregation.ONLY_FIRST_REPLICA}
+        alive = tf.Variable(tf.ones([len(models)], tf.bool), **replicated)
+        # Under loss scaling: steps in a row whose gradients were not finite, per child.
+        overflow_streak = tf.Variable(tf.zeros([len(models)], tf.int32), **replicated)
     teacher_logits = keras_builder.logits_model(teacher) if config.distill else None
-    optimizer = keras.optimizers.Adam(learning_rate=_learning_rate(config, inputs.batches.steps * config.epochs))
-    variables = [m.trainable_variables for m in models]
-    flat_variables = [v for vs in variables for v in vs]
-    optimizer.build(flat_variables)
-    alive = tf.Variable(tf.ones([len(models)], tf.bool), trainable=False)
+    num_replicas = distribution.replicas(strategy)
     hard = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     temperature = config.distill_temperature
 
-    def child_loss(y, logits, soft_targets):
-        loss = hard(y, logits)
-        if soft_targets is None:
+    def child_loss(y, logits, soft_targets, global_batch):
+        if global_batch is None:  # one replica: the batch mean
+            loss = hard(y, logits)
+            soft = None if soft_targets is None else tf.reduce_mean(
+                keras.losses.kl_divergence(soft_targets, tf.nn.softmax(logits / temperature)))
+        else:  # this replica's share of the global batch mean (the replicas' gradients are summed)
+            loss = tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+            loss = loss / global_batch
+            soft = None if soft_targets is None else tf.reduce_sum(
+                keras.losses.kl_divergence(soft_targets, tf.nn.softmax(logits / temperature))) / global_batch
+        if soft is None:
             return loss
-        soft = keras.losses.kl_divergence(soft_targets, tf.nn.softmax(logits / temperature))
-        return config.distill_alpha * loss + (1 - config.distill_alpha) * temperature ** 2 * tf.reduce_mean(soft)
+        return config.distill_alpha * loss + (1 - config.distill_alpha) * temperature ** 2 * soft
+
+    def replica_step(x, y):
+        global_batch = None
+        if num_replicas > 1:
+            # Every replica holds the global batch and trains on its own strided share.
+            global_batch = tf.cast(tf.shape(x)[0], tf.float32)
+            replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+            x, y = x[replica::num_replicas], y[replica::num_replicas]
+        soft_targets = None
+        if teacher_logits is not None:
+            soft_targets = tf.nn.softmax(tf.cast(teacher_logits(x, training=False), tf.float32) / temperature)
+        with tf.GradientTape() as tape:
+            losses = [child_loss(y, tf.cast(m(x, training=True), tf.float32), soft_targets, global_batch)
+                      for m in models]
+            total = tf.add_n(losses)
+            if scaled:
+                total = optimizer.scale_loss(total)
+        gradients = tape.gradient(total, flat_variables)
+        # A child stays alive while its loss and all its gradients are finite (on every
+        # replica); a dead child's gradients are zeroed, so it cannot disturb the optimizer.
+        # Under loss scaling, gradients that overflow are the scale's business (the step is
+        # skipped and the scale halved): there a child dies when its loss does, or when its
+        # gradients stay non-finite for MAX_OVERFLOW_STEPS steps in a row (no scale helps it).
+        loss_finite, gradients_finite, per_child, position = [], [], [], 0
+        for child, child_vars in enumerate(variables):
+            child_gradients = gradients[position:position + len(child_vars)]
+            position += len(child_vars)
+            loss_finite.append(tf.math.is_finite(losses[child]))
+            gradients_finite.append(_all_finite(child_gradients))
+            per_child.append(child_gradients)
+        loss_finite, gradients_finite = tf.stack(loss_finite), tf.stack(gradients_finite)
+        if num_replicas > 1:  # one verdict for every replica
+            context = tf.distribute.get_replica_context()
+            loss_finite = tf.equal(context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                                      tf.cast(tf.logical_not(loss_finite), tf.int32)), 0)
+            gradients_finite = tf.equal(context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                                           tf.cast(tf.logical_not(gradients_finite), tf.int32)), 0)
+        if scaled:
+            streak = tf.where(gradients_finite, tf.zeros_like(overflow_streak), overflow_streak + 1)
+            overflow_streak.assign(streak)
+            finite = tf.logical_and(loss_finite, streak < MAX_OVERFLOW_STEPS)
+        else:
+            finite = tf.logical_and(loss_finite, gradients_finite)
+        alive.assign(tf.logical_and(alive, finite))
+        masked = [tf.where(alive[child], gradient, tf.zeros_like(gradient))
+                  for child, child_gradients in enumerate(per_child) for gradient in child_gradients]
+        optimizer.apply(masked, flat_variables)  # sums the replicas' gradients under a strategy
+        return tf.stack(losses)
 
     # One trace per group: the signature leaves the batch size open, so the last,
     # smaller batch of an epoch does not trace the step again.
     @tf.function(input_signature=list(inputs.batches.element_spec))
     def train_step(x, y):
-        soft_targets = None
-        if teacher_logits is not None:
-            soft_targets = tf.nn.softmax(tf.cast(teacher_logits(x, training=False), tf.float32) / temperature)
-        with tf.GradientTape() as tape:
-            losses = [child_loss(y, tf.cast(m(x, training=True), tf.float32), soft_targets) for m in models]
-            total = tf.add_n(losses)
-        gradients = tape.gradient(total, flat_variables)
-        # A child stays alive while its loss and all its gradients are finite; a dead
-        # child's gradients are zeroed, so it cannot disturb the optimizer's state.
-        finite, per_child, position = [], [], 0
-        for child, child_vars in enumerate(variables):
-            child_gradients = gradients[position:position + len(child_vars)]
-            position += len(child_vars)
-            finite.append(tf.logical_and(tf.math.is_finite(losses[child]), _all_finite(child_gradients)))
-            per_child.append(child_gradients)
-        alive.assign(tf.logical_and(alive, tf.stack(finite)))
-        masked = [tf.where(alive[child], gradient, tf.zeros_like(gradient))
-                  for child, child_gradients in enumerate(per_child) for gradient in child_gradients]
-        optimizer.apply(masked, flat_variables)
-        return tf.stack(losses)
+        if strategy is None:
+            return replica_step(x, y)
+        return strategy.run(replica_step, args=(x, y))
 
     @tf.function(input_signature=_batch_signature(inputs.validation))
     def correct_counts(x, y):

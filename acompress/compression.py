@@ -47,6 +47,7 @@ from acompress import embedding as embedding_lib
 from acompress import embedding_training
 from acompress import finalists as finalists_lib
 from acompress import latent_search
+from acompress import precision
 
 
 class TargetUnreachableError(ValueError):
@@ -185,7 +186,7 @@ def _closest(pool: Pool, teacher_params: int, k: int = 5) -> List[dict]:
 def refine(embedding: embedding_lib.Embedding, pool: Pool, records: embedding_training.Records,
            teacher_params: int, search_splits: data.SearchSplits, proxy: child_training.ProxyConfig,
            config: CompressConfig, *, batch_size: int, seed: int, round_index: int,
-           teacher_model: Optional[keras.Model] = None) -> embedding_training.Records:
+           teacher_model: Optional[keras.Model] = None, strategy=None) -> embedding_training.Records:
     """One refinement: proxy-train a spread of untrained candidates, fine-tune the embedding on them.
 
     Returns the records extended with the new measurements (the embedding is updated in place).
@@ -206,7 +207,8 @@ def refine(embedding: embedding_lib.Embedding, pool: Pool, records: embedding_tr
     specs = [pool.specs[i] for i in picked]
     base = 1_000_000 * (round_index + 1)  # child indices (seeds) apart from the corpus' own
     results = child_training.train_children(specs, [base + j for j in range(len(specs))], search_splits, proxy,
-                                            batch_size=batch_size, seed=seed, teacher=teacher_model)
+                                            batch_size=batch_size, seed=seed, teacher=teacher_model,
+                                            strategy=strategy)
     tokenizer = embedding.tokenizer
     new = {"tokens": [], "val_accuracy": [], "params": [], "child_index": [], "spec_hash": []}
     for i, result in zip(picked, results):
@@ -240,7 +242,8 @@ def compress(embedding: embedding_lib.Embedding, stored_corpus: corpus_lib.Corpu
              seed: int, proxy_splits: Optional[data.SearchSplits] = None,
              teacher_model: Optional[keras.Model] = None,
              on_finalist: Optional[Callable[[finalists_lib.FinalistResult], None]] = None,
-             trained_finalists: Sequence[finalists_lib.FinalistResult] = ()) -> Dict[str, object]:
+             trained_finalists: Sequence[finalists_lib.FinalistResult] = (),
+             strategy=None) -> Dict[str, object]:
     """Runs search, refinement, finalist training and the choice; returns everything the report needs.
 
     Args:
@@ -255,6 +258,8 @@ def compress(embedding: embedding_lib.Embedding, stored_corpus: corpus_lib.Corpu
       teacher_model: the trained teacher (for distillation).
       on_finalist: called with each trained finalist (durable storage).
       trained_finalists: finalists already trained by an earlier, interrupted run (reused by spec hash).
+      strategy: the `tf.distribute.Strategy` refinement children and finalists train under (None:
+        one device; the latent search and the embedding's fine-tuning always run on one).
 
     Returns:
       dict with "chosen" (FinalistResult), "finalists", "pool" (Pool), "searches" (per-round
@@ -272,7 +277,10 @@ def compress(embedding: embedding_lib.Embedding, stored_corpus: corpus_lib.Corpu
                                          replicate=ok.replicate.astype(np.int64),
                                          spec_hash=np.asarray([r.spec_hash.encode() for r in ok.records], object))
     # The corpus' own proxy recipe (its metadata pins every field that changes a record).
-    proxy = child_training.ProxyConfig(**stored_corpus.metadata["proxy"])
+    proxy_entry = dict(stored_corpus.metadata["proxy"])
+    # Refinement children are measured as the corpus' were: same recipe, same dtype policy.
+    child_policy = proxy_entry.pop("precision", "float32")
+    proxy = child_training.ProxyConfig(**proxy_entry)
     proxy_splits = proxy_splits or splits.for_search()
     pool = Pool()
     searches = []
@@ -280,9 +288,10 @@ def compress(embedding: embedding_lib.Embedding, stored_corpus: corpus_lib.Corpu
     for round_index in range(config.rounds):
         if round_index:
             start = time.perf_counter()
-            records = refine(embedding, pool, records, teacher_params, proxy_splits, proxy, config,
-                             batch_size=data_config.batch_size, seed=seed, round_index=round_index - 1,
-                             teacher_model=teacher_model)
+            with precision.policy_scope(child_policy):
+                records = refine(embedding, pool, records, teacher_params, proxy_splits, proxy, config,
+                                 batch_size=data_config.batch_size, seed=seed, round_index=round_index - 1,
+                                 teacher_model=teacher_model, strategy=strategy)
             timings[f"refine_{round_index}"] = time.perf_counter() - start
             optimiser = latent_search.make_optimiser(embedding)
             # Predictions for everything found so far now come from the fine-tuned embedding.
@@ -318,7 +327,8 @@ def compress(embedding: embedding_lib.Embedding, stored_corpus: corpus_lib.Corpu
     results = [done[spec.hash] for spec in specs if spec.hash in done]
     todo_specs = [spec for spec in specs if spec.hash not in done]
     results += finalists_lib.train_finalists(todo_specs, splits, data_config, config.finalist, seed=seed,
-                                             teacher_model=teacher_model, on_result=on_finalist)
+                                             teacher_model=teacher_model, on_result=on_finalist,
+                                             strategy=strategy)
     timings["finalists"] = time.perf_counter() - start
     by_hash = {result.spec.hash: result for result in results}
     results = [by_hash[spec.hash] for spec in specs]

@@ -87,6 +87,13 @@ def make_metadata(teacher: archspec.ArchSpec, data_config: data.DataConfig, info
     # Pinned: what changes a record. Not pinned: how children are packed (packed and solo
     # results are identical), so machines with other pack sizes share a corpus.
     proxy = {k: v for k, v in config.proxy.to_dict().items() if k not in ("pack", "graph_optimizer")}
+    # Children follow the global dtype policy; a mixed-precision corpus says so (a float32 one
+    # has no entry, as before mixed-precision children existed), and resuming it under another
+    # policy is refused. Under mixed_float16 one loss scale serves a packed group, so the pack
+    # size changes results and is pinned too.
+    policy = keras.mixed_precision.global_policy().name
+    if policy != "float32":
+        proxy.update(precision=policy, pack=config.proxy.pack)
     return corpus.make_metadata(
         dataset=dataset_entry(data_config, info),
         teacher=corpus.describe_teacher(teacher, params=teacher.count_params(input_shape, num_classes),
@@ -141,7 +148,7 @@ def todo(children: Sequence[archspec.ArchSpec], config: CorpusConfig, done: set,
 def generate(corpus_dir: str, teacher: archspec.ArchSpec, search: data.SearchSplits,
              data_config: data.DataConfig, config: CorpusConfig, *, seed: int,
              space: Optional[search_space_lib.SearchSpace] = None,
-             teacher_model: Optional[keras.Model] = None) -> corpus.Corpus:
+             teacher_model: Optional[keras.Model] = None, strategy=None) -> corpus.Corpus:
     """Generates (or resumes) this shard of the corpus in `corpus_dir`; returns the corpus as stored
     (all shards there, read once: `.summary()` for the overview).
 
@@ -156,6 +163,9 @@ def generate(corpus_dir: str, teacher: archspec.ArchSpec, search: data.SearchSpl
       seed: the run seed: sampling and every child's initialisation derive from it.
       space: the search space; default `search_space_for(teacher)`.
       teacher_model: the trained teacher, needed to distil (`config.proxy.distill`).
+      strategy: the `tf.distribute.Strategy` children train under (None: one device). Shards
+        (`config.shard_index`) split the children across processes; a strategy splits each
+        child's batches across devices or workers.
     """
     if not isinstance(search, data.SearchSplits):
         raise TypeError(f"generate takes data.SearchSplits (Splits.for_search()), got {type(search).__name__}")
@@ -172,11 +182,13 @@ def generate(corpus_dir: str, teacher: archspec.ArchSpec, search: data.SearchSpl
                  config.shard_index, config.num_shards, len(pending), total, len(children),
                  100 * config.replicate_fraction)
     if pending:
-        _train_pending(children, pending, writer, search, data_config, config, seed, space, teacher_model, total)
+        _train_pending(children, pending, writer, search, data_config, config, seed, space, teacher_model, total,
+                       strategy)
     return corpus.read_corpus(corpus_dir)
 
 
-def _train_pending(children, pending, writer, search, data_config, config, seed, space, teacher_model, total):
+def _train_pending(children, pending, writer, search, data_config, config, seed, space, teacher_model, total,
+                   strategy=None):
     info = search.info
     teacher_params = writer.metadata["teacher"]["params"]
     tokenizer = tokens.Tokenizer(space)
@@ -194,7 +206,7 @@ def _train_pending(children, pending, writer, search, data_config, config, seed,
         child_training.train_children(
             [children[i] for i in indices], indices, search, config.proxy, batch_size=data_config.batch_size,
             seed=seed, replicate=replicate, teacher=teacher_model,
-            on_result=lambda results, replicate=replicate: store(results, replicate))
+            on_result=lambda results, replicate=replicate: store(results, replicate), strategy=strategy)
     bar.close()
 
 

@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from acompress import archspec
 from acompress import corpus as corpus_lib
+from acompress import distribution
 from acompress import embedding as embedding_lib
 from acompress import progress
 from acompress import ranking
@@ -135,13 +136,17 @@ def batched(records, fields: Sequence[str], batch_size: int, *, shuffle_seed: Op
     """The model's input pipeline: pairs, cached, (shuffled), batched, prefetched.
 
     `records` is one record dataset or a list of them (concatenated after mapping, so
-    their other fields need not agree).
+    their other fields need not agree). `size`: their number of records, when known: it
+    sizes the shuffle buffer and tells Keras how many batches an epoch has (a dataset read
+    from TFRecords does not know, and Keras then warns that its "input ran out of data").
     """
     parts = [records] if isinstance(records, tf.data.Dataset) else list(records)
     pairs = parts[0].map(training_pairs(fields), num_parallel_calls=tf.data.AUTOTUNE)
     for part in parts[1:]:
         pairs = pairs.concatenate(part.map(training_pairs(fields), num_parallel_calls=tf.data.AUTOTUNE))
     pairs = pairs.cache()
+    if size is not None:
+        pairs = pairs.apply(tf.data.experimental.assert_cardinality(size))
     if shuffle_seed is not None:
         pairs = pairs.shuffle(max(size or 10000, 1), seed=shuffle_seed, reshuffle_each_iteration=True)
     return pairs.batch(batch_size).prefetch(tf.data.AUTOTUNE)
@@ -269,7 +274,7 @@ def compile_model(model: keras.Model, tokenizer: tokens_lib.Tokenizer, targets: 
     losses["log_params"] = keras.losses.MeanSquaredError()
     weights["log_params"] = config.params_weight / targets.log_params_std ** 2
     metrics["log_params"] = [keras.metrics.MeanAbsoluteError(name="mae")]
-    model.compile(optimizer=optimizer, loss=losses, loss_weights=weights, metrics=metrics)
+    model.compile(optimizer=distribution.loss_scaled(optimizer), loss=losses, loss_weights=weights, metrics=metrics)
 
 
 def _key(corpus: corpus_lib.Corpus, model_config, train_config, seed: int, precision_policy: str) -> dict:
@@ -307,7 +312,8 @@ def _discard_unusable_backup(backup_dir: str) -> None:
 def train(corpus: corpus_lib.Corpus, output_dir: str, model_config: embedding_lib.EmbeddingConfig,
           train_config: EmbeddingTrainConfig, *, seed: int, precision_policy: str = "float32",
           on_epoch: Optional[Callable[[int, dict], None]] = None, verbose: int = 0,
-          evaluate_after: bool = True) -> Tuple[embedding_lib.Embedding, dict]:
+          evaluate_after: bool = True,
+          strategy: Optional[tf.distribute.Strategy] = None) -> Tuple[embedding_lib.Embedding, dict]:
     """Trains the embedding on the "ok" records of `corpus`; saves it and its metrics in `output_dir`.
 
     Writes ``embedding.keras`` + ``embedding.json`` (see `embedding.Embedding.save`),
@@ -325,6 +331,8 @@ def train(corpus: corpus_lib.Corpus, output_dir: str, model_config: embedding_li
       precision_policy: the Keras dtype policy in force (recorded; set it with `precision.apply`).
       on_epoch: called with (epoch, logs) after every epoch.
       evaluate_after: compute the held-out metrics (`evaluate`) once trained.
+      strategy: a `tf.distribute.Strategy` to train under (None: one device); the batch
+        size stays global.
 
     Returns:
       (embedding, metrics dict).
@@ -354,14 +362,18 @@ def train(corpus: corpus_lib.Corpus, output_dir: str, model_config: embedding_li
     if len(extra):
         logging.info("embedding: + %d unlabelled architectures from the corpus' sampler", len(extra))
 
+    distribution.agree(strategy, f"embedding {key}")
     keras.utils.set_random_seed(seed)
-    model = embedding_lib.build_model(tokenizer, model_config, targets)
     steps = steps_per_epoch(len(train_arrays) + len(extra), train_config)
-    compile_model(model, tokenizer, targets, train_config, steps)
+    with distribution.scope(strategy):
+        model = embedding_lib.build_model(tokenizer, model_config, targets)
+        compile_model(model, tokenizer, targets, train_config, steps)
     train_data = batched([train_records, extra.as_dataset()] if len(extra) else train_records,
                          tokenizer.fields, train_config.batch_size, shuffle_seed=seed,
                          size=len(train_arrays) + len(extra)).repeat()
-    heldout_data = batched(heldout_records, tokenizer.fields, 1024)
+    heldout_data = batched(heldout_records, tokenizer.fields, 1024, size=len(heldout_arrays))
+    train_data = distribution.shard_by_data(train_data, strategy)
+    heldout_data = distribution.shard_by_data(heldout_data, strategy)
     backup_dir = os.path.join(output_dir, "backup")
     _discard_unusable_backup(backup_dir)
     callbacks = [
@@ -381,6 +393,7 @@ def train(corpus: corpus_lib.Corpus, output_dir: str, model_config: embedding_li
     embedding.save(output_dir)
     val_losses = history.history.get("val_loss", [])
     metrics = {"train_seconds": seconds, "epochs_run": len(history.history.get("loss", [])),
+               "replicas": distribution.replicas(strategy),
                "best_epoch": int(np.argmin(val_losses)) + 1 if val_losses else None,
                "best_heldout_loss": float(np.min(val_losses)) if val_losses else None,
                "records": {"train": len(train_arrays), "heldout": len(heldout_arrays), "unlabeled": len(extra)},
@@ -401,7 +414,10 @@ def fine_tune(embedding: embedding_lib.Embedding, records: Records, *, epochs: i
 
     Used by refinement rounds: `records` is the corpus plus newly measured children;
     `emphasis` (the new ones) are repeated so they make up about a quarter of each pass.
-    The target statistics stay those the embedding was trained with.
+    The target statistics stay those the embedding was trained with. It runs on one device
+    whatever --strategy says: a few seconds of a small model, where splitting batches would
+    cost more in communication than it saves (every worker of a multi-worker run does the same
+    fine-tuning from the same state, with the same seed).
     """
     config = EmbeddingTrainConfig(epochs=epochs, learning_rate=learning_rate)
     parts = [records]

@@ -38,6 +38,7 @@ import tensorflow as tf
 
 from acompress import archspec
 from acompress import data
+from acompress import distribution
 from acompress import keras_builder
 from acompress import training
 
@@ -192,13 +193,16 @@ class _Distiller(keras.Model):
             return hard
         student = tf.nn.softmax(logits / self.temperature)
         soft = tf.reduce_mean(keras.losses.kl_divergence(self._soft_targets(x), student))
+        # Like `hard` (a Keras Loss), this replica's share of the loss: the replicas' gradients are summed.
+        soft = soft / tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, soft.dtype)
         return self.alpha * hard + (1.0 - self.alpha) * self.temperature ** 2 * soft
 
 
 def train_spec(spec: archspec.ArchSpec, train: tf.data.Dataset, validation: Optional[tf.data.Dataset],
                info: data.DatasetInfo, config: FinalistConfig, *, seed: int,
                teacher_model: Optional[keras.Model] = None, initial_weights: Optional[str] = None,
-               name: Optional[str] = None) -> Tuple[keras.Model, Dict]:
+               name: Optional[str] = None, strategy: Optional[tf.distribute.Strategy] = None
+               ) -> Tuple[keras.Model, Dict]:
     """Builds `spec`, trains it with `config` and returns (model, summary).
 
     Args:
@@ -212,6 +216,7 @@ def train_spec(spec: archspec.ArchSpec, train: tf.data.Dataset, validation: Opti
       initial_weights: a ``.weights.h5`` file to start from (e.g. to continue a
         Hyperband trial), or None to start from the seeded initialisation.
       name: the model's name.
+      strategy: the `tf.distribute.Strategy` to train under (None: one device).
 
     Returns:
       The trained model (softmax outputs) and `training.fit`'s summary: ``epochs``,
@@ -224,16 +229,18 @@ def train_spec(spec: archspec.ArchSpec, train: tf.data.Dataset, validation: Opti
     """
     if config.distill and teacher_model is None:
         raise ValueError("distillation needs the trained teacher (teacher_model)")
+    distribution.agree(strategy, f"network {spec.hash} seed {seed} {config}")
     keras.utils.set_random_seed(seed)
-    model = keras_builder.build_model(spec, info.input_shape, info.num_classes, bn_momentum=config.bn_momentum,
-                                      name=name)
-    if initial_weights is not None:
-        model.load_weights(initial_weights)
-    trained = model
-    if config.distill:
-        trained = _Distiller(keras_builder.logits_model(model), keras_builder.logits_model(teacher_model),
-                             config.distill_alpha, config.distill_temperature)
-    summary = training.fit(trained, train, validation, config.train)
+    with distribution.scope(strategy):
+        model = keras_builder.build_model(spec, info.input_shape, info.num_classes, bn_momentum=config.bn_momentum,
+                                          name=name)
+        if initial_weights is not None:
+            model.load_weights(initial_weights)
+        trained = model
+        if config.distill:
+            trained = _Distiller(keras_builder.logits_model(model), keras_builder.logits_model(teacher_model),
+                                 config.distill_alpha, config.distill_temperature)
+    summary = training.fit(trained, train, validation, config.train, strategy=strategy)
     if not summary["diverged"] and not all(np.isfinite(w).all() for w in model.get_weights()):
         summary["diverged"] = True  # e.g. non-finite batch norm statistics
         summary["diverged_epoch"] = summary["epochs"]
@@ -246,7 +253,8 @@ def train_spec(spec: archspec.ArchSpec, train: tf.data.Dataset, validation: Opti
 def train_finalists(specs: Sequence[archspec.ArchSpec], splits: data.Splits, data_config: data.DataConfig,
                     config: FinalistConfig, *, seed: int, teacher_model: Optional[keras.Model] = None,
                     on_result: Optional[Callable[[FinalistResult], None]] = None,
-                    keep_models: bool = True) -> List[FinalistResult]:
+                    keep_models: bool = True,
+                    strategy: Optional[tf.distribute.Strategy] = None) -> List[FinalistResult]:
     """Trains every spec for the full budget and evaluates it once on the test split.
 
     Each finalist trains on the training split, is scored on the validation split
@@ -264,6 +272,7 @@ def train_finalists(specs: Sequence[archspec.ArchSpec], splits: data.Splits, dat
       teacher_model: the trained teacher, required when ``config.distill``.
       on_result: called with each finished result (durable storage, progress).
       keep_models: keep each trained model in its result (``result.model``).
+      strategy: the `tf.distribute.Strategy` to train under (None: one device).
 
     Returns:
       One FinalistResult per spec, in order.
@@ -272,7 +281,7 @@ def train_finalists(specs: Sequence[archspec.ArchSpec], splits: data.Splits, dat
         raise ValueError("distillation needs the trained teacher (teacher_model)")
     results = []
     for number, spec in enumerate(specs, start=1):
-        result = _train_one(spec, splits, data_config, config, seed, teacher_model, keep_models)
+        result = _train_one(spec, splits, data_config, config, seed, teacher_model, keep_models, strategy)
         logging.info("finalist %d/%d %s: %d params, %s, val %.4f, test %.4f, %.0f s", number, len(specs),
                      spec.hash, result.params, result.status, result.val_accuracy, result.test_accuracy,
                      result.train_seconds)
@@ -282,7 +291,7 @@ def train_finalists(specs: Sequence[archspec.ArchSpec], splits: data.Splits, dat
     return results
 
 
-def _train_one(spec, splits: data.Splits, data_config, config, seed, teacher_model, keep_models):
+def _train_one(spec, splits: data.Splits, data_config, config, seed, teacher_model, keep_models, strategy):
     info = splits.info
     own_seed = finalist_seed(seed, spec)
     params = flops = 0  # stay 0 for a spec that does not fit the data
@@ -294,8 +303,12 @@ def _train_one(spec, splits: data.Splits, data_config, config, seed, teacher_mod
         keras.utils.set_random_seed(own_seed)
         train, validation, test = data.pipelines(splits, data_config)
         model, summary = train_spec(spec, train, None, info, config, seed=own_seed, teacher_model=teacher_model,
-                                    name=f"finalist_{spec.hash}")
+                                    name=f"finalist_{spec.hash}", strategy=strategy)
+    except distribution.WorkerMismatchError:
+        raise
     except Exception as error:  # noqa: BLE001 - one bad finalist must not stop the others
+        if distribution.task(strategy) is not None and isinstance(error, tf.errors.OpError):
+            raise  # a failed collective: the other workers cannot go on without this one
         logging.warning("finalist %s failed: %s", spec.hash, error)
         logging.debug("%s", traceback.format_exc())
         return FinalistResult(spec, params, flops, nan, nan, time.perf_counter() - start, 0, own_seed, FAILED,

@@ -46,6 +46,7 @@ import numbers
 from typing import Optional, Sequence
 
 import keras
+import tensorflow as tf
 
 from acompress import archspec
 
@@ -55,7 +56,7 @@ PROBABILITIES_NAME = "probabilities"
 
 def build_model(spec: archspec.ArchSpec, input_shape: Sequence[int], num_classes: int, *,
                 bn_momentum: float = 0.9, bn_epsilon: float = 1e-3,
-                name: Optional[str] = None) -> keras.Model:
+                name: Optional[str] = None, synchronized_bn: Optional[bool] = None) -> keras.Model:
     """Builds the classifier that `spec` describes, for one input shape and class count.
 
     Args:
@@ -66,6 +67,10 @@ def build_model(spec: archspec.ArchSpec, input_shape: Sequence[int], num_classes
         why the default is 0.9).
       bn_epsilon: epsilon of every batch norm layer.
       name: the model's name; defaults to ``arch_<spec hash>``.
+      synchronized_bn: batch norm over the global batch (statistics all-reduced across
+        replicas), so a model trained on N replicas normalises as on one device and every
+        worker ends with the same moving statistics. None: on when built in the scope of a
+        strategy with more than one replica (it does nothing on one device).
 
     Returns:
       A functional `keras.Model` with float32 softmax outputs whose
@@ -80,7 +85,11 @@ def build_model(spec: archspec.ArchSpec, input_shape: Sequence[int], num_classes
     num_classes = _plain_int(num_classes)
     # Validates the input shape and the class count with spec-level errors.
     spec.count_params(input_shape, num_classes)
+    if synchronized_bn is None:
+        synchronized_bn = tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1
     bn_args = {"momentum": bn_momentum, "epsilon": bn_epsilon}
+    if synchronized_bn:
+        bn_args["synchronized"] = True
     inputs = keras.Input(shape=input_shape, name="input")
     x = inputs
     for index, layer in enumerate(spec):

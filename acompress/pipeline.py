@@ -69,25 +69,26 @@ class TeacherStage:
 
 
 def teacher_stage(run_dir: str, source: str, splits: data.Splits, data_config: data.DataConfig,
-                  config: training.TrainConfig, *, seed: int, bn_momentum: float) -> TeacherStage:
-    """Resolves the teacher and trains it (or loads it from <run>/teacher)."""
+                  config: training.TrainConfig, *, seed: int, bn_momentum: float, strategy=None) -> TeacherStage:
+    """Resolves the teacher and trains it (or loads it from <run>/teacher), under `strategy` if given."""
     info = splits.info
     teacher = teacher_lib.resolve(source, info.input_shape, info.num_classes)
     train, validation, test = data.pipelines(splits, data_config)
     start = time.perf_counter()
     model, metrics = teacher_lib.train_or_load(os.path.join(run_dir, "teacher"), teacher, splits, train, validation,
-                                               test, config, seed=seed, bn_momentum=bn_momentum)
+                                               test, config, seed=seed, bn_momentum=bn_momentum, strategy=strategy)
     _record_if_worked(run_dir, "teacher", time.perf_counter() - start)
     return TeacherStage(teacher, model, metrics)
 
 
 def corpus_stage(run_dir: str, corpus_dir: str, stage: TeacherStage, proxy_splits: data.Splits,
                  proxy_data_config: data.DataConfig, config: corpus_generation.CorpusConfig, *, seed: int,
-                 title: str) -> corpus_lib.Corpus:
+                 title: str, strategy=None) -> corpus_lib.Corpus:
     """Generates (or resumes) the corpus; writes corpus_summary.json and corpus.png; returns the corpus."""
     start = time.perf_counter()
     stored = corpus_generation.generate(corpus_dir, stage.teacher.spec, proxy_splits.for_search(),
-                                        proxy_data_config, config, seed=seed, teacher_model=stage.model)
+                                        proxy_data_config, config, seed=seed, teacher_model=stage.model,
+                                        strategy=strategy)
     summary = stored.summary()
     _record_if_worked(run_dir, "corpus", time.perf_counter() - start)
     metrics = stage.metrics
@@ -104,11 +105,11 @@ def corpus_stage(run_dir: str, corpus_dir: str, stage: TeacherStage, proxy_split
 def embedding_stage(run_dir: str, embedding_dir: str, stored: corpus_lib.Corpus,
                     model_config: embedding_lib.EmbeddingConfig,
                     train_config: embedding_training.EmbeddingTrainConfig, *, seed: int,
-                    precision_policy: str):
+                    precision_policy: str, strategy=None):
     """Trains (or loads) the embedding; returns (embedding, metrics)."""
     start = time.perf_counter()
     result = embedding_training.train(stored, embedding_dir, model_config, train_config, seed=seed,
-                                      precision_policy=precision_policy)
+                                      precision_policy=precision_policy, strategy=strategy)
     _record_if_worked(run_dir, "embedding", time.perf_counter() - start)
     return result
 
@@ -173,7 +174,7 @@ def check_compress_dir(compress_dir: str, embedding: embedding_lib.Embedding, st
 def compress_stage(run_dir: str, compress_dir: str, embedding: embedding_lib.Embedding, stored: corpus_lib.Corpus,
                    stage: TeacherStage, splits: data.Splits, data_config: data.DataConfig,
                    config: compression.CompressConfig, *, seed: int, proxy_splits: Optional[data.Splits] = None,
-                   resolved_config: Optional[dict] = None) -> dict:
+                   resolved_config: Optional[dict] = None, strategy=None) -> dict:
     """Search, refinement, finalists, choice, export and report. Returns the report (also report.json).
 
     Finalists already trained by an interrupted run with the same settings (finalists.jsonl)
@@ -198,13 +199,14 @@ def compress_stage(run_dir: str, compress_dir: str, embedding: embedding_lib.Emb
     outcome = compression.compress(
         embedding, stored, stage.teacher.spec, stage.metrics, splits, data_config, config, seed=seed,
         proxy_splits=(proxy_splits or splits).for_search(), teacher_model=stage.model,
-        on_finalist=lambda result: _append_finalist(finalists_path, result), trained_finalists=earlier)
+        on_finalist=lambda result: _append_finalist(finalists_path, result), trained_finalists=earlier,
+        strategy=strategy)
     chosen: finalists_lib.FinalistResult = outcome["chosen"]
     if chosen.model is None:  # trained by an earlier, interrupted run: train it again from its seed
         logging.info("retraining the chosen network %s (its model was not kept by the interrupted run)",
                      chosen.spec.hash)
         chosen = finalists_lib.train_finalists([chosen.spec], splits, data_config, config.finalist, seed=seed,
-                                               teacher_model=stage.model)[0]
+                                               teacher_model=stage.model, strategy=strategy)[0]
     timings = dict(outcome["timings"])
     begin = time.perf_counter()
     norm = splits.info.normalisation

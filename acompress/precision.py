@@ -9,6 +9,7 @@ built by `keras_builder` keep their outputs in float32 either way, and Keras'
 ``mixed_float16``.
 """
 
+import contextlib
 from typing import Optional, Sequence
 
 from absl import logging
@@ -32,6 +33,17 @@ def resolve(policy: str = "auto", gpus: Optional[Sequence] = None) -> str:
     if gpus is None:
         gpus = tf.config.list_physical_devices("GPU")
     return "mixed_float16" if gpus else "float32"
+
+
+@contextlib.contextmanager
+def policy_scope(name: str):
+    """Sets the global Keras dtype policy `name` (a concrete one) for the block, then restores it."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def apply(policy: str = "auto") -> str:

@@ -15,6 +15,7 @@ import keras
 import tensorflow as tf
 
 from acompress import archspec
+from acompress import distribution
 from acompress import keras_builder
 from acompress import keras_parser
 from acompress import rundir
@@ -75,8 +76,11 @@ def resolve(source: str, input_shape: Sequence[int], num_classes: int) -> Teache
 
 
 def train(teacher: Teacher, train_data, validation_data, input_shape: Sequence[int], num_classes: int,
-          config: training.TrainConfig, *, bn_momentum: float = 0.9, callbacks=(), verbose: int = 0):
+          config: training.TrainConfig, *, bn_momentum: float = 0.9, callbacks=(), verbose: int = 0,
+          strategy=None):
     """Builds and trains the teacher's spec; returns (model, summary).
+
+    `strategy`: a `tf.distribute.Strategy` to train under (None: the default one device).
 
     A teacher loaded from a .keras file is already trained: it is returned as is,
     with its validation accuracy.
@@ -84,9 +88,12 @@ def train(teacher: Teacher, train_data, validation_data, input_shape: Sequence[i
     if teacher.trained:
         return teacher.model, {"epochs": 0, "val_accuracy": training.accuracy(teacher.model, validation_data),
                                "loaded_from": teacher.source}
-    model = keras_builder.build_model(teacher.spec, input_shape, num_classes, bn_momentum=bn_momentum,
-                                      name="teacher")
-    summary = training.fit(model, train_data, validation_data, config, callbacks=callbacks, verbose=verbose)
+    distribution.agree(strategy, f"teacher {teacher.spec.hash} {config.to_dict()}")
+    with distribution.scope(strategy):
+        model = keras_builder.build_model(teacher.spec, input_shape, num_classes, bn_momentum=bn_momentum,
+                                          name="teacher")
+    summary = training.fit(model, train_data, validation_data, config, callbacks=callbacks, verbose=verbose,
+                           strategy=strategy)
     return model, summary
 
 
@@ -96,7 +103,7 @@ METRICS_FILE = "metrics.json"
 
 
 def train_or_load(teacher_dir: str, teacher: Teacher, splits, train_data, validation_data, test_data,
-                  config: training.TrainConfig, *, seed: int, bn_momentum: float = 0.9):
+                  config: training.TrainConfig, *, seed: int, bn_momentum: float = 0.9, strategy=None):
     """The teacher stage, resumable: trains and saves the teacher, or loads it if already done.
 
     Writes `teacher_dir`/teacher.keras, teacher_spec.json and metrics.json (parameters,
@@ -112,6 +119,7 @@ def train_or_load(teacher_dir: str, teacher: Teacher, splits, train_data, valida
       config: the training budget.
       seed: initialisation seed.
       bn_momentum: batch norm momentum of the built teacher.
+      strategy: the `tf.distribute.Strategy` to train under (None: one device).
 
     Returns:
       (model, metrics dict).
@@ -128,6 +136,7 @@ def train_or_load(teacher_dir: str, teacher: Teacher, splits, train_data, valida
             return keras_parser.load_keras_model(model_path), stored
     keras.utils.set_random_seed(seed)
     model, summary = train(teacher, train_data, validation_data, info.input_shape, info.num_classes, config,
+                           strategy=strategy,
                            bn_momentum=bn_momentum)
     metrics = {
         "key": key,

@@ -15,6 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from acompress import distribution
+
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine")
 
@@ -74,7 +76,7 @@ def compile_model(model: keras.Model, config: TrainConfig, steps_per_epoch: int)
         loss = _smoothed_sparse_loss(num_classes, config.label_smoothing)
     else:
         loss = keras.losses.SparseCategoricalCrossentropy()
-    model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss=loss,
+    model.compile(optimizer=distribution.loss_scaled(make_optimizer(config, steps_per_epoch)), loss=loss,
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     return model
 
@@ -112,15 +114,22 @@ class _StopOnNaN(keras.callbacks.Callback):
 
 def fit(model: keras.Model, train: tf.data.Dataset, validation: Optional[tf.data.Dataset],
         config: TrainConfig, *, callbacks: Sequence[keras.callbacks.Callback] = (),
-        verbose: int = 0) -> Dict:
+        verbose: int = 0, strategy: Optional[tf.distribute.Strategy] = None) -> Dict:
     """Compiles and trains `model`; returns a summary dict.
+
+    With a `strategy` (see `acompress.distribution`), `model` must have been built in its
+    scope; it is compiled there, and the batches (global batch size) are split across replicas.
 
     The summary holds the per-epoch history, wall time, the final validation
     loss/accuracy (if `validation` is given), and `diverged: True` with the epoch
     if the loss became NaN or infinite (training stops there).
     """
-    compile_model(model, config, steps_per_epoch(train))
+    with distribution.scope(strategy):
+        compile_model(model, config, steps_per_epoch(train))
     guard = _StopOnNaN()
+    train = distribution.shard_by_data(train, strategy)
+    if validation is not None:
+        validation = distribution.shard_by_data(validation, strategy)
     start = time.perf_counter()
     history = model.fit(train, validation_data=validation, epochs=config.epochs, shuffle=False,
                         callbacks=[guard, *callbacks], verbose=verbose)

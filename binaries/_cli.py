@@ -17,9 +17,11 @@ USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError
 
 
 def _user_error_types():
+    from acompress import distribution
     from acompress import rundir
     from acompress import search_space
-    return USER_ERRORS + (rundir.OutputExistsError, rundir.OutputDirError, search_space.OutOfSearchSpaceError)
+    return USER_ERRORS + (rundir.OutputExistsError, rundir.OutputDirError, search_space.OutOfSearchSpaceError,
+                          distribution.WorkerMismatchError)
 
 
 def run(main) -> None:

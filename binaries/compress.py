@@ -17,7 +17,6 @@ settings (--overwrite replaces them). Writes <output_dir>/compressed/:
   finalists.jsonl        trained finalists (a rerun reuses them)
 """
 
-import dataclasses
 import json
 import os
 
@@ -27,53 +26,37 @@ import keras
 
 from acompress import corpus
 from acompress import corpus_generation
-from acompress import cpu_threads
 from acompress import data
 from acompress import pipeline
 from acompress import precision
 from acompress import rundir
 from acompress import teacher as teacher_lib
 from acompress.flags import compress_flags
-from acompress.flags import corpus_flags
-from acompress.flags import data_flags
-from acompress.flags import embedding_flags
-from acompress.flags import runtime_flags
-from acompress.flags import teacher_flags
-from acompress.flags import training_flags
+from acompress.flags import stage_flags
 
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    runtime_flags.define_flags()
-    data_flags.define_flags()
-    teacher_flags.define_flags()
-    corpus_flags.define_flags()
-    embedding_flags.define_flags()
-    compress_flags.define_flags()
-    flags.mark_flag_as_required("output_dir")
+    stage_flags.define_flags("embedding", "compress")
 
 
 def main(argv) -> None:
-    if len(argv) > 1:
-        raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
-    output_dir = rundir.normalize(FLAGS.output_dir)
-    corpus_dir = rundir.normalize(FLAGS.corpus_dir or os.path.join(output_dir, "corpus"))
-    embedding_dir = rundir.normalize(FLAGS.embedding_dir or os.path.join(output_dir, "embedding"))
+    begin = stage_flags.start(FLAGS, argv)
+    strategy, output_dir = begin.strategy, begin.output_dir
+    data_config, proxy_data_config, teacher_train = begin.data_config, begin.proxy_data_config, begin.teacher_train
+    # The corpus and the embedding are inputs every worker reads; the teacher stage and compressed/
+    # are this process' own outputs.
+    corpus_dir = begin.shared_path(FLAGS.corpus_dir, "corpus")
+    embedding_dir = begin.shared_path(FLAGS.embedding_dir, "embedding")
     compress_dir = os.path.join(output_dir, "compressed")
-    data_config = data_flags.config_from_flags(FLAGS, FLAGS.seed)
     compress_config = compress_flags.config_from_flags(FLAGS)
-    teacher_train = training_flags.train_config_from_flags(FLAGS, prefix="teacher_")
-    config = {"binary": "compress", "runtime": runtime_flags.runtime_from_flags(FLAGS), "data": data_config.to_dict(),
-              "teacher": FLAGS.teacher, "teacher_train": teacher_train.to_dict(), "bn_momentum": FLAGS.bn_momentum,
-              "corpus_dir": corpus_dir, "embedding_dir": embedding_dir, "compress": compress_config.to_dict()}
-    cpu_threads.configure(FLAGS.intra_op_threads, FLAGS.inter_op_threads)
+    config = {**begin.base_config("compress", FLAGS), "corpus_dir": corpus_dir, "embedding_dir": embedding_dir,
+              "compress": compress_config.to_dict()}
     stored = corpus.read_corpus(corpus_dir)
     # Bad teacher or data flags, or a corpus of other data or another teacher, fail before anything is written.
     splits = data.load(data_config)
     teacher = teacher_lib.resolve(FLAGS.teacher, splits.info.input_shape, splits.info.num_classes)
-    proxy_data_config = dataclasses.replace(data_config,
-                                            train_fraction=data_config.train_fraction * FLAGS.proxy_fraction)
     proxy_info = splits.info if proxy_data_config == data_config else data.load(proxy_data_config).info
     corpus_generation.check_source(stored, teacher.spec, proxy_data_config, proxy_info)
     # Seeded first, as the pipeline does: loading draws the seeds of its noise and dropout layers.
@@ -81,12 +64,13 @@ def main(argv) -> None:
     embedding = pipeline.load_embedding_for(embedding_dir, stored)
     precision.apply(FLAGS.precision)
     stage = pipeline.teacher_stage(output_dir, FLAGS.teacher, splits, data_config, teacher_train, seed=FLAGS.seed,
-                                   bn_momentum=FLAGS.bn_momentum)
+                                   bn_momentum=FLAGS.bn_momentum, strategy=strategy)
     if not FLAGS.overwrite:  # results of other settings (the pipeline's, say) are not replaced silently
         pipeline.check_compress_dir(compress_dir, embedding, stored, stage, compress_config, seed=FLAGS.seed)
     rundir.prepare(compress_dir, config, overwrite=FLAGS.overwrite, resume=True)
     report = pipeline.compress_stage(output_dir, compress_dir, embedding, stored, stage, splits, data_config,
-                                     compress_config, seed=FLAGS.seed, resolved_config=config)
+                                     compress_config, seed=FLAGS.seed, resolved_config=config, strategy=strategy)
+    begin.finish()
     print(json.dumps(pipeline.headline(report), sort_keys=True, indent=2))
 
 

@@ -15,51 +15,35 @@ Many machines: give each the same --corpus_dir (e.g. a bucket), --num_shards=N a
 --shard_index; together the shards form one corpus.
 """
 
-import dataclasses
 import os
 
 from acompress.binaries import _cli  # noqa: F401  (quiet TensorFlow before it loads)
 from absl import flags
 import keras
 
-from acompress import cpu_threads
 from acompress import data
 from acompress import pipeline
 from acompress import precision
 from acompress import rundir
 from acompress import teacher as teacher_lib
 from acompress.flags import corpus_flags
-from acompress.flags import data_flags
-from acompress.flags import runtime_flags
-from acompress.flags import teacher_flags
-from acompress.flags import training_flags
+from acompress.flags import stage_flags
 
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    runtime_flags.define_flags()
-    data_flags.define_flags()
-    teacher_flags.define_flags()
-    corpus_flags.define_flags()
-    flags.mark_flag_as_required("output_dir")
+    stage_flags.define_flags()
 
 
 def main(argv) -> None:
-    if len(argv) > 1:
-        raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
-    data_config = data_flags.config_from_flags(FLAGS, FLAGS.seed)
-    teacher_train = training_flags.train_config_from_flags(FLAGS, prefix="teacher_")
+    begin = stage_flags.start(FLAGS, argv)
+    strategy, output_dir = begin.strategy, begin.output_dir
+    data_config, proxy_data_config, teacher_train = begin.data_config, begin.proxy_data_config, begin.teacher_train
     corpus_config = corpus_flags.corpus_config_from_flags(FLAGS)
-    proxy_data_config = dataclasses.replace(data_config,
-                                            train_fraction=data_config.train_fraction * FLAGS.proxy_fraction)
-    output_dir = rundir.normalize(FLAGS.output_dir)
-    corpus_dir = rundir.normalize(FLAGS.corpus_dir or os.path.join(output_dir, "corpus"))
-    config = {"binary": "generate_corpus", "runtime": runtime_flags.runtime_from_flags(FLAGS),
-              "data": data_config.to_dict(), "proxy_data": proxy_data_config.to_dict(),
-              "teacher": FLAGS.teacher, "teacher_train": teacher_train.to_dict(), "bn_momentum": FLAGS.bn_momentum,
+    corpus_dir = begin.own_path(FLAGS.corpus_dir, "corpus")
+    config = {**begin.base_config("generate_corpus", FLAGS), "proxy_data": proxy_data_config.to_dict(),
               "corpus": corpus_config.to_dict(), "corpus_dir": corpus_dir}
-    cpu_threads.configure(FLAGS.intra_op_threads, FLAGS.inter_op_threads)
     # Bad data or teacher flags fail before anything is written to the output directory.
     splits = data.load(data_config)
     info = splits.info
@@ -68,10 +52,11 @@ def main(argv) -> None:
     precision.apply(FLAGS.precision)
     keras.utils.set_random_seed(FLAGS.seed)
     stage = pipeline.teacher_stage(output_dir, FLAGS.teacher, splits, data_config, teacher_train, seed=FLAGS.seed,
-                                   bn_momentum=FLAGS.bn_momentum)
+                                   bn_momentum=FLAGS.bn_momentum, strategy=strategy)
     proxy_splits = splits if proxy_data_config == data_config else data.load(proxy_data_config)
     pipeline.corpus_stage(output_dir, corpus_dir, stage, proxy_splits, proxy_data_config, corpus_config,
-                          seed=FLAGS.seed, title=f"{info.name}: children of {FLAGS.teacher}")
+                          seed=FLAGS.seed, title=f"{info.name}: children of {FLAGS.teacher}", strategy=strategy)
+    begin.finish()
     print(rundir.to_json(rundir.read_json(os.path.join(output_dir, "corpus_summary.json"))))
 
 

@@ -12,7 +12,6 @@ Writes <output_dir>/pipeline_config.json (the resolved configuration) and timing
 see acompress-compress for what compressed/ holds. Flags: every group of the stage binaries.
 """
 
-import dataclasses
 import json
 import os
 
@@ -20,7 +19,6 @@ from acompress.binaries import _cli  # noqa: F401  (quiet TensorFlow before it l
 from absl import flags
 import keras
 
-from acompress import cpu_threads
 from acompress import data
 from acompress import embedding_training
 from acompress import pipeline
@@ -29,11 +27,8 @@ from acompress import rundir
 from acompress import teacher as teacher_lib
 from acompress.flags import compress_flags
 from acompress.flags import corpus_flags
-from acompress.flags import data_flags
 from acompress.flags import embedding_flags
-from acompress.flags import runtime_flags
-from acompress.flags import teacher_flags
-from acompress.flags import training_flags
+from acompress.flags import stage_flags
 
 FLAGS = flags.FLAGS
 # Its own name: a run directory made stage by stage (generate_corpus writes config.json) can be
@@ -42,38 +37,25 @@ CONFIG_FILE = "pipeline_config.json"
 
 
 def define_flags() -> None:
-    runtime_flags.define_flags()
-    data_flags.define_flags()
-    teacher_flags.define_flags()
-    corpus_flags.define_flags()
-    embedding_flags.define_flags()
-    compress_flags.define_flags()
-    flags.mark_flag_as_required("output_dir")
+    stage_flags.define_flags("embedding", "compress")
 
 
 def main(argv) -> None:
-    if len(argv) > 1:
-        raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
-    data_config = data_flags.config_from_flags(FLAGS, FLAGS.seed)
-    teacher_train = training_flags.train_config_from_flags(FLAGS, prefix="teacher_")
+    begin = stage_flags.start(FLAGS, argv)
+    strategy, output_dir = begin.strategy, begin.output_dir
+    data_config, proxy_data_config, teacher_train = begin.data_config, begin.proxy_data_config, begin.teacher_train
     corpus_config = corpus_flags.corpus_config_from_flags(FLAGS)
-    proxy_data_config = dataclasses.replace(data_config,
-                                            train_fraction=data_config.train_fraction * FLAGS.proxy_fraction)
     model_config = embedding_flags.model_config_from_flags(FLAGS)
     embedding_train = embedding_flags.train_config_from_flags(FLAGS)
     compress_config = compress_flags.config_from_flags(FLAGS)
     policy = precision.resolve(FLAGS.precision)
-    output_dir = rundir.normalize(FLAGS.output_dir)
-    corpus_dir = rundir.normalize(FLAGS.corpus_dir or os.path.join(output_dir, "corpus"))
-    embedding_dir = rundir.normalize(FLAGS.embedding_dir or os.path.join(output_dir, "embedding"))
+    corpus_dir = begin.own_path(FLAGS.corpus_dir, "corpus")
+    embedding_dir = begin.own_path(FLAGS.embedding_dir, "embedding")
     compress_dir = os.path.join(output_dir, "compressed")
-    config = {"binary": "pipeline", "runtime": runtime_flags.runtime_from_flags(FLAGS),
-              "data": data_config.to_dict(), "proxy_data": proxy_data_config.to_dict(),
-              "teacher": FLAGS.teacher, "teacher_train": teacher_train.to_dict(), "bn_momentum": FLAGS.bn_momentum,
+    config = {**begin.base_config("pipeline", FLAGS), "proxy_data": proxy_data_config.to_dict(),
               "corpus": corpus_config.to_dict(), "corpus_dir": corpus_dir, "embedding_dir": embedding_dir,
               "embedding_model": model_config.to_dict(), "embedding_train": embedding_train.to_dict(),
               "precision": policy, "compress": compress_config.to_dict()}
-    cpu_threads.configure(FLAGS.intra_op_threads, FLAGS.inter_op_threads)
     # Bad data or teacher flags fail before anything is written to the output directory.
     splits = data.load(data_config)
     teacher_lib.resolve(FLAGS.teacher, splits.info.input_shape, splits.info.num_classes)  # fails early on a bad teacher
@@ -81,12 +63,14 @@ def main(argv) -> None:
     precision.apply(policy)
     keras.utils.set_random_seed(FLAGS.seed)
     stage = pipeline.teacher_stage(output_dir, FLAGS.teacher, splits, data_config, teacher_train, seed=FLAGS.seed,
-                                   bn_momentum=FLAGS.bn_momentum)
+                                   bn_momentum=FLAGS.bn_momentum, strategy=strategy)
     proxy_splits = splits if proxy_data_config == data_config else data.load(proxy_data_config)
     stored = pipeline.corpus_stage(output_dir, corpus_dir, stage, proxy_splits, proxy_data_config, corpus_config,
-                                   seed=FLAGS.seed, title=f"{splits.info.name}: children of {FLAGS.teacher}")
+                                   seed=FLAGS.seed, title=f"{splits.info.name}: children of {FLAGS.teacher}",
+                                   strategy=strategy)
     _, embedding_metrics = pipeline.embedding_stage(output_dir, embedding_dir, stored, model_config,
-                                                    embedding_train, seed=FLAGS.seed, precision_policy=policy)
+                                                    embedding_train, seed=FLAGS.seed, precision_policy=policy,
+                                                    strategy=strategy)
     # Compression always starts from the saved embedding, so a resumed run (which loads it) and an
     # uninterrupted one (which just trained it) search from the same state: same seed, same result.
     # Seeded first: loading draws the seeds of its noise and dropout layers from the global RNG.
@@ -94,9 +78,10 @@ def main(argv) -> None:
     embedding = pipeline.load_embedding_for(embedding_dir, stored)
     report = pipeline.compress_stage(output_dir, compress_dir, embedding, stored, stage, splits, data_config,
                                      compress_config, seed=FLAGS.seed, proxy_splits=proxy_splits,
-                                     resolved_config=config)
+                                     resolved_config=config, strategy=strategy)
     summary = pipeline.headline(report)
     summary["embedding"] = embedding_training.headline(embedding_metrics)
+    begin.finish()
     print(json.dumps(summary, sort_keys=True, indent=2))
 
 

@@ -15,52 +15,42 @@ Rerunning with the same corpus and flags reuses the trained embedding.
 """
 
 import json
-import os
 
 from acompress.binaries import _cli  # noqa: F401  (quiet TensorFlow before it loads)
 from absl import flags
 
 from acompress import corpus
-from acompress import cpu_threads
 from acompress import embedding_training
 from acompress import precision
 from acompress import rundir
-from acompress.flags import corpus_flags
-from acompress.flags import data_flags
 from acompress.flags import embedding_flags
 from acompress.flags import runtime_flags
-from acompress.flags import teacher_flags
+from acompress.flags import stage_flags
 
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    runtime_flags.define_flags()
-    data_flags.define_flags()
-    teacher_flags.define_flags()
-    corpus_flags.define_flags()
-    embedding_flags.define_flags()
-    flags.mark_flag_as_required("output_dir")
+    stage_flags.define_flags("embedding")
 
 
 def main(argv) -> None:
-    if len(argv) > 1:
-        raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
-    output_dir = rundir.normalize(FLAGS.output_dir)
-    corpus_dir = rundir.normalize(FLAGS.corpus_dir or os.path.join(output_dir, "corpus"))
-    embedding_dir = rundir.normalize(FLAGS.embedding_dir or os.path.join(output_dir, "embedding"))
+    begin = stage_flags.start(FLAGS, argv)
+    strategy = begin.strategy
+    corpus_dir = begin.shared_path(FLAGS.corpus_dir, "corpus")  # read by every worker
+    embedding_dir = begin.own_path(FLAGS.embedding_dir, "embedding")
     model_config = embedding_flags.model_config_from_flags(FLAGS)
     train_config = embedding_flags.train_config_from_flags(FLAGS)
     policy = precision.resolve(FLAGS.precision)
-    config = {"binary": "train_embedding", "runtime": runtime_flags.runtime_from_flags(FLAGS),
+    config = {"binary": "train_embedding", "runtime": runtime_flags.runtime_from_flags(FLAGS, strategy),
               "corpus_dir": corpus_dir, "embedding_dir": embedding_dir, "precision": policy,
               "model": model_config.to_dict(), "train": train_config.to_dict()}
-    cpu_threads.configure(FLAGS.intra_op_threads, FLAGS.inter_op_threads)
     stored = corpus.read_corpus(corpus_dir)
     rundir.prepare(embedding_dir, config, overwrite=FLAGS.overwrite, resume=True)
     precision.apply(policy)
     _, metrics = embedding_training.train(stored, embedding_dir, model_config, train_config, seed=FLAGS.seed,
-                                          precision_policy=policy)
+                                          precision_policy=policy, strategy=strategy)
+    begin.finish()
     print(json.dumps(embedding_training.headline(metrics), sort_keys=True, indent=2))
 
 

@@ -70,7 +70,13 @@ def define_flags() -> None:
 def main(argv) -> None:
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if FLAGS.strategy == "multi_worker":
+        raise ValueError("--strategy=multi_worker does not apply to tune_baseline: spread a search over machines "
+                         "with Keras Tuner's distributed mode (KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT, "
+                         "KERASTUNER_TUNER_ID), which runs different trials on each worker")
     role = baselines.tuner_role()
+    cpu_threads.configure(FLAGS.intra_op_threads, FLAGS.inter_op_threads)
+    strategy, _ = runtime_flags.strategy_from_flags(FLAGS)
     data_config = data_flags.config_from_flags(FLAGS, FLAGS.seed)
     # Trials train on the corpus children's proxy share of the training split (--proxy_fraction).
     search_data_config = dataclasses.replace(data_config,
@@ -80,12 +86,11 @@ def main(argv) -> None:
     output_dir = rundir.normalize(FLAGS.output_dir)
     teacher_dir = os.path.join(output_dir, "teacher")
     source_teacher_dir = rundir.normalize(FLAGS.teacher_dir) if FLAGS.teacher_dir else None
-    run_config = {"binary": "tune_baseline", "runtime": runtime_flags.runtime_from_flags(FLAGS),
+    run_config = {"binary": "tune_baseline", "runtime": runtime_flags.runtime_from_flags(FLAGS, strategy),
                   "data": data_config.to_dict(), "search_data": search_data_config.to_dict(),
                   "teacher": FLAGS.teacher, "teacher_train": teacher_train.to_dict(),
                   "teacher_dir": source_teacher_dir, "bn_momentum": FLAGS.bn_momentum,
                   "baseline": config.to_dict()}
-    cpu_threads.configure(FLAGS.intra_op_threads, FLAGS.inter_op_threads)
     # Bad data or teacher flags fail before anything is written to the output directory.
     splits = data.load(data_config)
     info = splits.info
@@ -106,13 +111,13 @@ def main(argv) -> None:
         train, validation, test = data.pipelines(splits, data_config)
         teacher_model, teacher_metrics = teacher_lib.train_or_load(
             teacher_dir, teacher, splits, train, validation, test, teacher_train, seed=FLAGS.seed,
-            bn_momentum=FLAGS.bn_momentum)
+            bn_momentum=FLAGS.bn_momentum, strategy=strategy)
 
     search_splits = splits if search_data_config == data_config else data.load(search_data_config)
     result = baselines.run_baseline(config, teacher.spec, splits, data_config, seed=FLAGS.seed,
                                     teacher_metrics=teacher_metrics, directory=output_dir,
                                     teacher_model=teacher_model, search=search_splits.for_search(),
-                                    search_data_config=search_data_config)
+                                    search_data_config=search_data_config, strategy=strategy)
     if result is None:
         logging.info("worker %s: the search is over", os.environ.get("KERASTUNER_TUNER_ID"))
         return

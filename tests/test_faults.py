@@ -11,7 +11,7 @@ target, no embedding, refusing the pipeline's results).
 
 Most cases reuse the committed corpus testdata/digits_corpus (copied, never changed in place): it was
 made with flags/smoke.flags and --num_children=48, so it is "the same data and teacher" for those flags.
-The SIGKILL tests of the pipeline are marked slow (run them with -m slow).
+The SIGKILL tests of the pipeline are marked slow (run them with -m slow; .ci/run does).
 """
 
 import json

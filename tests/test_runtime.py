@@ -92,7 +92,7 @@ def test_stored_runtime_config_leaves_out_overwrite():
     import types
     from acompress.flags import runtime_flags
     values = types.SimpleNamespace(seed=0, output_dir="runs/x", overwrite=True, precision="auto",
-                                   intra_op_threads=1, inter_op_threads=2)
+                                   intra_op_threads=1, inter_op_threads=2, strategy="default")
     stored = runtime_flags.runtime_from_flags(values)
     assert "overwrite" not in stored  # a killed --overwrite run resumes without the flag
     assert stored["seed"] == 0 and stored["output_dir"] == rundir.normalize("runs/x")
