@@ -1,5 +1,8 @@
 """Distribution strategies: TF_CONFIG checks, two workers training one model, children and fits on two replicas.
 
+Tests marked slow here run in .ci/run's last step (with the fault suite's SIGKILL cases), not in
+the default run, which must stay under 15 minutes on 2 cores.
+
 The two-worker tests start two processes of a binary on 127.0.0.1 (CPU) with a TF_CONFIG
 each, the way a cluster runs them, and check that they trained one model together: the
 same trainable weights at the end although each worker saw its own half of every batch.
@@ -157,6 +160,7 @@ def two_replicas():
     return json.loads(lines[-1][len("RESULT "):])
 
 
+@pytest.mark.slow  # with the fault suite's SIGKILL cases, .ci/run runs it after the default suite
 def test_children_train_on_two_replicas_like_on_one(two_replicas):
     assert two_replicas["replicas"] == 2
     one, two = two_replicas["one_children"], two_replicas["two_children"]
@@ -167,11 +171,13 @@ def test_children_train_on_two_replicas_like_on_one(two_replicas):
         assert abs(accuracy_two - accuracy_one) < 0.08
 
 
+@pytest.mark.slow  # with the fault suite's SIGKILL cases, .ci/run runs it after the default suite
 def test_keras_fit_trains_on_two_replicas_like_on_one(two_replicas):
     assert two_replicas["two_fit"] > 0.5
     assert abs(two_replicas["two_fit"] - two_replicas["one_fit"]) < 0.08
 
 
+@pytest.mark.slow  # with the fault suite's SIGKILL cases, .ci/run runs it after the default suite
 def test_distilled_sgd_epoch_on_two_replicas_equals_one_device(two_replicas):
     # Synchronised batch norm, the global batch split in two, gradients summed: the same weights
     # as on one device up to floating-point order (a term scaled twice would be far off).
@@ -181,6 +187,7 @@ def test_distilled_sgd_epoch_on_two_replicas_equals_one_device(two_replicas):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-3, atol=2e-4)
 
 
+@pytest.mark.slow  # with the fault suite's SIGKILL cases, .ci/run runs it after the default suite
 def test_an_overflow_on_any_replica_skips_the_step_on_all(two_replicas):
     lso = two_replicas["lso"]
     assert lso["weights"] == [0.0, 0.0, 0.0]  # not applied (Keras' own would apply replica 0's verdict)
@@ -259,6 +266,7 @@ def test_two_workers_train_one_embedding_together(two_worker_embedding):
     assert metrics["replicas"] == 2 and metrics["epochs_run"] == 3
 
 
+@pytest.mark.slow  # with the fault suite's SIGKILL cases, .ci/run runs it after the default suite
 def test_two_workers_train_teacher_and_children_together(tmp_path):
     output_dir = str(tmp_path / "run")
     outputs = run_workers("generate_corpus", [SMOKE, f"--output_dir={output_dir}", "--num_children=4",
