@@ -200,11 +200,9 @@ def _train_group_or_each(group, inputs: _Data, config, seed, replicate, teacher,
     try:
         with _graph_optimizer(config.graph_optimizer):
             return _train_group(group, inputs, config, seed, replicate, teacher, strategy)
-    except distribution.WorkerMismatchError:
-        raise
     except Exception as error:  # noqa: BLE001 - one bad child must not stop the corpus
-        if distribution.task(strategy) is not None and isinstance(error, tf.errors.OpError):
-            raise  # a failed collective: the other workers cannot go on without this one
+        if not distribution.isolatable(error, strategy):
+            raise
         if len(group) == 1:
             index, spec = group[0]
             logging.warning("child %d failed: %s", index, error)
@@ -307,12 +305,11 @@ def _train_group(group, inputs: _Data, config, seed, replicate, teacher, strateg
             gradients_finite.append(_all_finite(child_gradients))
             per_child.append(child_gradients)
         loss_finite, gradients_finite = tf.stack(loss_finite), tf.stack(gradients_finite)
-        if num_replicas > 1:  # one verdict for every replica
+        if num_replicas > 1:  # one verdict for every replica: finite only where finite on all of them
             context = tf.distribute.get_replica_context()
-            loss_finite = tf.equal(context.all_reduce(tf.distribute.ReduceOp.SUM,
-                                                      tf.cast(tf.logical_not(loss_finite), tf.int32)), 0)
-            gradients_finite = tf.equal(context.all_reduce(tf.distribute.ReduceOp.SUM,
-                                                           tf.cast(tf.logical_not(gradients_finite), tf.int32)), 0)
+            loss_finite, gradients_finite = [
+                tf.equal(context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.logical_not(f), tf.int32)), 0)
+                for f in (loss_finite, gradients_finite)]
         if scaled:
             streak = tf.where(gradients_finite, tf.zeros_like(overflow_streak), overflow_streak + 1)
             overflow_streak.assign(streak)

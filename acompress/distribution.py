@@ -34,6 +34,7 @@ compatibility shims for exactly those two spots (`_install_keras_multi_worker_sh
 nothing for the other strategies.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -160,17 +161,20 @@ def describe(strategy: Optional[tf.distribute.Strategy], name: str) -> dict:
     return entry
 
 
-class _NullScope:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
 def scope(strategy: Optional[tf.distribute.Strategy]):
     """`strategy.scope()`, or a no-op for the default strategy: build and compile models inside it."""
-    return _NullScope() if strategy is None else strategy.scope()
+    return contextlib.nullcontext() if strategy is None else strategy.scope()
+
+
+def isolatable(error: BaseException, strategy: Optional[tf.distribute.Strategy]) -> bool:
+    """Whether a trainer may record `error` as one network's failure and go on.
+
+    Not a WorkerMismatchError, and not a TensorFlow error in a multi-worker run: there a
+    failed collective leaves the other workers waiting for this one, so the run must stop.
+    """
+    if isinstance(error, WorkerMismatchError):
+        return False
+    return task(strategy) is None or not isinstance(error, tf.errors.OpError)
 
 
 def shard_by_data(dataset: tf.data.Dataset, strategy: Optional[tf.distribute.Strategy]) -> tf.data.Dataset:

@@ -304,11 +304,9 @@ def _train_one(spec, splits: data.Splits, data_config, config, seed, teacher_mod
         train, validation, test = data.pipelines(splits, data_config)
         model, summary = train_spec(spec, train, None, info, config, seed=own_seed, teacher_model=teacher_model,
                                     name=f"finalist_{spec.hash}", strategy=strategy)
-    except distribution.WorkerMismatchError:
-        raise
     except Exception as error:  # noqa: BLE001 - one bad finalist must not stop the others
-        if distribution.task(strategy) is not None and isinstance(error, tf.errors.OpError):
-            raise  # a failed collective: the other workers cannot go on without this one
+        if not distribution.isolatable(error, strategy):
+            raise
         logging.warning("finalist %s failed: %s", spec.hash, error)
         logging.debug("%s", traceback.format_exc())
         return FinalistResult(spec, params, flops, nan, nan, time.perf_counter() - start, 0, own_seed, FAILED,

@@ -77,6 +77,14 @@ def test_default_strategy_leaves_the_stored_runtime_config_as_before():
     assert runtime_flags.runtime_from_flags(values, None)["strategy"]["name"] == "mirrored"
 
 
+def test_only_errors_a_worker_can_survive_are_isolated():
+    import tensorflow as tf
+    op_error = tf.errors.InternalError(None, None, "collective failed")
+    assert distribution.isolatable(ValueError("bad spec"), None)
+    assert distribution.isolatable(op_error, None)  # one device: recorded as a failed network
+    assert not distribution.isolatable(distribution.WorkerMismatchError("x"), None)
+
+
 def test_default_strategy_changes_nothing():
     assert distribution.make_strategy("default") is None
     assert distribution.replicas(None) == 1
