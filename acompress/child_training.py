@@ -27,6 +27,13 @@ The corpus is the method's whole cost, so this module is built for throughput:
   batch norm is synchronised (`keras_builder.build_model`), so N replicas train the
   children as one device would, up to floating-point order.
 
+* **Inheritance** (``init="inherit"``): each child starts from the teacher's
+  weights (`inheritance`: the most important filters of each narrowed layer, the
+  centre of each shrunk kernel), its batch-norm statistics are recalibrated on
+  ``recalibrate_batches`` training batches, and it is then fine-tuned for
+  ``epochs`` (0: recalibration only). ``init="scratch"`` is the paper's recipe:
+  random initialisation, ``epochs`` of training.
+
 A child whose loss becomes NaN or infinite is frozen from that step on (its
 gradients are zeroed) and reported as ``diverged``; a child that cannot be built
 or trained is reported as ``failed`` with the reason. Neither stops the others.
@@ -46,9 +53,14 @@ import tensorflow as tf
 from acompress import archspec
 from acompress import data
 from acompress import distribution
+from acompress import inheritance
 from acompress import keras_builder
 
 OK, FAILED, DIVERGED = "ok", "failed", "diverged"
+SCRATCH, INHERIT = "scratch", "inherit"
+INITS = (SCRATCH, INHERIT)
+# The fields that only an inherited recipe uses: a scratch corpus' metadata leaves them out.
+INHERIT_FIELDS = ("init", "importance", "recalibrate_batches")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +68,8 @@ class ProxyConfig:
     """The proxy budget children are trained with.
 
     Attributes:
-      epochs: passes over the (proxy) training data.
+      epochs: passes over the (proxy) training data (with ``init="inherit"`` it may be 0:
+        the label is the inherited child's accuracy after batch-norm recalibration).
       learning_rate: Adam's peak learning rate.
       schedule: "cosine" (decay to 0 over the budget) or "constant".
       pack: children trained together in one traced step (1 = one at a time).
@@ -69,6 +82,12 @@ class ProxyConfig:
         step. None: only when a GPU is visible. On a CPU its rewrites cost more than they
         save over a proxy's few hundred steps (measured on 2 cores: 56 vs 46 children/min,
         identical accuracies); on a GPU its layout and fusion rewrites matter.
+      init: "scratch" (random initialisation, the paper's recipe) or "inherit" (the
+        teacher's weights, see `inheritance`; needs the trained teacher).
+      importance: how an inherited narrowed layer picks the teacher filters it keeps
+        ("l1" or "bn_scale", see `inheritance`).
+      recalibrate_batches: training batches the batch-norm statistics of an inherited
+        child are recomputed on before fine-tuning (0: keep the teacher's).
     """
 
     epochs: int = 3
@@ -80,10 +99,19 @@ class ProxyConfig:
     distill_temperature: float = 4.0
     bn_momentum: float = 0.9
     graph_optimizer: Optional[bool] = None
+    init: str = SCRATCH
+    importance: str = "l1"
+    recalibrate_batches: int = 0
 
     def __post_init__(self):
-        if self.epochs < 1:
-            raise ValueError(f"proxy epochs must be >= 1, got {self.epochs}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.importance not in inheritance.IMPORTANCES:
+            raise ValueError(f"importance must be one of {inheritance.IMPORTANCES}, got {self.importance!r}")
+        if self.recalibrate_batches < 0:
+            raise ValueError(f"recalibrate_batches must be >= 0, got {self.recalibrate_batches}")
+        if self.epochs < (0 if self.init == INHERIT else 1):
+            raise ValueError(f"proxy epochs must be >= 1 from scratch (>= 0 inherited), got {self.epochs}")
         if self.pack < 1:
             raise ValueError(f"pack must be >= 1, got {self.pack}")
         if self.schedule not in ("cosine", "constant"):
@@ -97,6 +125,21 @@ class ProxyConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def recipe(self) -> dict:
+        """The fields that change a label (pinned in a corpus' metadata): all but how children
+        are packed and traced. A scratch recipe leaves out the inheritance fields, so corpora
+        made before inheritance existed keep their metadata (no ``init``: from scratch)."""
+        out = {k: v for k, v in self.to_dict().items() if k not in ("pack", "graph_optimizer")}
+        if self.init == SCRATCH:
+            for key in INHERIT_FIELDS:
+                out.pop(key)
+        return out
+
+    @classmethod
+    def from_recipe(cls, recipe: dict, **extra) -> "ProxyConfig":
+        """The config a stored recipe describes (`recipe` plus `extra`, e.g. pack)."""
+        return cls(**{**recipe, **extra})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +177,14 @@ class _Data(NamedTuple):
     validation: tf.data.Dataset
     input_shape: Tuple[int, ...]
     num_classes: int
+    parent: Optional["_Parent"] = None
+
+
+class _Parent(NamedTuple):
+    """The teacher children inherit from: its spec and its tensors by builder layer name."""
+
+    spec: archspec.ArchSpec
+    tensors: dict
 
 
 def train_children(specs: Sequence[archspec.ArchSpec], indices: Sequence[int], search: data.SearchSplits,
@@ -156,7 +207,7 @@ def train_children(specs: Sequence[archspec.ArchSpec], indices: Sequence[int], s
       batch_size: examples per training batch.
       seed: the run seed: batch order, augmentation and initialisations derive from it.
       replicate: 0 for the first training of these children, 1.. for repeats with other seeds.
-      teacher: the trained teacher, required when `config.distill`.
+      teacher: the trained teacher, required when `config.distill` or `config.init` is "inherit".
       on_result: called with each finished group's results (for durable storage and progress).
       strategy: a `tf.distribute.Strategy` to train each group under (None: one device). Every
         replica takes its share of each global batch and the gradients are all-reduced, so the
@@ -166,13 +217,21 @@ def train_children(specs: Sequence[archspec.ArchSpec], indices: Sequence[int], s
         raise ValueError(f"{len(specs)} specs but {len(indices)} indices")
     if config.distill and teacher is None:
         raise ValueError("distillation needs the trained teacher")
+    if config.init == INHERIT and teacher is None:
+        raise ValueError("init='inherit' needs the trained teacher")
+    if config.init == INHERIT and distribution.replicas(strategy) > 1:
+        raise ValueError("init='inherit' is not supported under a multi-replica strategy yet; "
+                         "use init='scratch' (--proxy_init=scratch) there")
     if not isinstance(search, data.SearchSplits):
         raise TypeError(f"train_children takes data.SearchSplits (Splits.for_search()), got {type(search).__name__}")
     info = search.info
+    parent = None
+    if config.init == INHERIT:
+        parent = _Parent(*inheritance.source(teacher, info.input_shape, info.num_classes))
     inputs = _Data(data.EpochBatches(search.x_train, search.y_train, batch_size=batch_size, seed=seed,
                                      augment=info.augment),
                    data.make_dataset(search.x_val, search.y_val, batch_size=max(batch_size, 256), training=False),
-                   tuple(info.input_shape), info.num_classes)
+                   tuple(info.input_shape), info.num_classes, parent)
     results = []
     for start in range(0, len(specs), config.pack):
         group = [(indices[i], specs[i]) for i in range(start, min(start + config.pack, len(specs)))]
@@ -221,6 +280,9 @@ def _build_children(group, inputs: _Data, config, seed, replicate):
         keras.utils.set_random_seed(child)
         model = keras_builder.build_model(spec, inputs.input_shape, inputs.num_classes,
                                           bn_momentum=config.bn_momentum, name=f"child_{index}")
+        if inputs.parent is not None:
+            inheritance.inherit(model, spec, inputs.parent.spec, inputs.parent.tensors, inputs.input_shape,
+                                importance=config.importance)
         models.append(keras_builder.logits_model(model))
         seeds.append(child)
     return models, seeds
@@ -250,7 +312,8 @@ def _train_group(group, inputs: _Data, config, seed, replicate, teacher, strateg
             optimizer = distribution.ReplicaSafeLossScaleOptimizer(optimizer)
         variables = [m.trainable_variables for m in models]
         flat_variables = [v for vs in variables for v in vs]
-        optimizer.build(flat_variables)
+        if config.epochs:  # a label from recalibration alone trains nothing
+            optimizer.build(flat_variables)
         replicated = {"trainable": False, "synchronization": tf.VariableSynchronization.ON_WRITE,
                       "aggregation": tf.VariableAggregation.ONLY_FIRST_REPLICA}
         alive = tf.Variable(tf.ones([len(models)], tf.bool), **replicated)
@@ -336,6 +399,8 @@ def _train_group(group, inputs: _Data, config, seed, replicate, teacher, strateg
         return tf.stack([tf.reduce_sum(tf.cast(tf.equal(tf.argmax(m(x, training=False), -1), y), tf.int64))
                          for m in models])
 
+    if inputs.parent is not None and config.recalibrate_batches:
+        inheritance.recalibrate_batch_norm(models, inputs.batches.for_epoch(0), config.recalibrate_batches)
     died_in_epoch = [None] * len(models)
     for epoch in range(config.epochs):
         for x, y in inputs.batches.for_epoch(epoch):

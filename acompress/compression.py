@@ -18,8 +18,9 @@
    we go before accuracy breaks -- instead of on near-duplicates of one size, and
    it does not rely on the proxy accuracies being on the scale of full training
    (they are not: small networks learn slower, so a 3-epoch proxy understates them).
-4. **Training** (`finalists.train_finalists`): each finalist from scratch with the
-   teacher's budget (optionally distilled), scored on validation, tested once.
+4. **Training** (`finalists.train_finalists`): each finalist with the teacher's budget,
+   from scratch or from the teacher's weights (``finalist.init``; optionally distilled),
+   scored on validation, tested once.
 5. **Choice**: with ``max_accuracy_drop`` (default 1 point): the smallest finalist
    that meets ``target_ratio`` (if given) and whose validation accuracy is within the
    drop of the teacher's; if none does, the closest (most accurate) one, and the
@@ -280,7 +281,7 @@ def compress(embedding: embedding_lib.Embedding, stored_corpus: corpus_lib.Corpu
     proxy_entry = dict(stored_corpus.metadata["proxy"])
     # Refinement children are measured as the corpus' were: same recipe, same dtype policy.
     child_policy = proxy_entry.pop("precision", "float32")
-    proxy = child_training.ProxyConfig(**proxy_entry)
+    proxy = child_training.ProxyConfig.from_recipe(proxy_entry)
     proxy_splits = proxy_splits or splits.for_search()
     pool = Pool()
     searches = []

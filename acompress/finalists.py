@@ -39,6 +39,7 @@ import tensorflow as tf
 from acompress import archspec
 from acompress import data
 from acompress import distribution
+from acompress import inheritance
 from acompress import keras_builder
 from acompress import training
 
@@ -59,6 +60,11 @@ class FinalistConfig:
       distill_alpha: weight of the hard-label loss when distilling (1 - alpha on the soft one).
       distill_temperature: softmax temperature of the soft targets.
       bn_momentum: batch norm momentum of the built networks (see keras_builder).
+      init: "scratch" (random initialisation) or "inherit": the network starts from the
+        teacher's weights (`inheritance`: most important filters by L1 norm, kernel
+        centres) with batch-norm statistics recalibrated on `recalibrate_batches`
+        training batches, then trains for ``train.epochs`` (a fine-tune).
+      recalibrate_batches: see `init`.
     """
 
     train: training.TrainConfig = dataclasses.field(default_factory=_default_train)
@@ -66,6 +72,8 @@ class FinalistConfig:
     distill_alpha: float = 0.5
     distill_temperature: float = 4.0
     bn_momentum: float = 0.9
+    init: str = "scratch"
+    recalibrate_batches: int = 20
 
     def __post_init__(self):
         if not isinstance(self.train, training.TrainConfig):
@@ -76,6 +84,10 @@ class FinalistConfig:
             raise ValueError(f"distill_temperature must be > 0, got {self.distill_temperature}")
         if not 0.0 <= self.bn_momentum < 1.0:
             raise ValueError(f"bn_momentum must be in [0, 1), got {self.bn_momentum}")
+        if self.init not in ("scratch", "inherit"):
+            raise ValueError(f"init must be 'scratch' or 'inherit', got {self.init!r}")
+        if self.recalibrate_batches < 0:
+            raise ValueError(f"recalibrate_batches must be >= 0, got {self.recalibrate_batches}")
         if self.distill and self.train.label_smoothing:
             raise ValueError("label_smoothing is not supported together with distillation")
 
@@ -227,8 +239,8 @@ def train_spec(spec: archspec.ArchSpec, train: tf.data.Dataset, validation: Opti
       ValueError: ``config.distill`` without a teacher.
       archspec.ShapeError: the spec does not fit the data's input shape.
     """
-    if config.distill and teacher_model is None:
-        raise ValueError("distillation needs the trained teacher (teacher_model)")
+    if (config.distill or config.init == "inherit") and teacher_model is None:
+        raise ValueError("distillation and init='inherit' need the trained teacher (teacher_model)")
     distribution.agree(strategy, f"network {spec.hash} seed {seed} {config}")
     keras.utils.set_random_seed(seed)
     with distribution.scope(strategy):
@@ -236,6 +248,8 @@ def train_spec(spec: archspec.ArchSpec, train: tf.data.Dataset, validation: Opti
                                           name=name)
         if initial_weights is not None:
             model.load_weights(initial_weights)
+        elif config.init == "inherit":
+            _inherit(model, spec, teacher_model, train, info, config.recalibrate_batches)
         trained = model
         if config.distill:
             trained = _Distiller(keras_builder.logits_model(model), keras_builder.logits_model(teacher_model),
@@ -248,6 +262,14 @@ def train_spec(spec: archspec.ArchSpec, train: tf.data.Dataset, validation: Opti
         summary.pop("val_accuracy", None)
         summary.pop("val_loss", None)
     return model, summary
+
+
+def _inherit(model, spec, teacher_model, train: tf.data.Dataset, info: data.DatasetInfo, batches: int) -> None:
+    teacher_spec, tensors = inheritance.source(teacher_model, info.input_shape, info.num_classes)
+    report = inheritance.inherit(model, spec, teacher_spec, tensors, info.input_shape)
+    used = inheritance.recalibrate_batch_norm([model], train, batches)
+    logging.info("%s inherits the teacher's weights: %s; batch norm recalibrated on %d batches", model.name,
+                 report.to_dict(), used)
 
 
 def train_finalists(specs: Sequence[archspec.ArchSpec], splits: data.Splits, data_config: data.DataConfig,

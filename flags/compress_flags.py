@@ -41,6 +41,9 @@ def define_flags() -> None:
                          lower_bound=1)
     flags.DEFINE_integer("refine_epochs", defaults.refine_epochs, "Embedding fine-tuning epochs per refinement.",
                          lower_bound=1)
+    flags.DEFINE_enum("finalist_init", "scratch", ["scratch", "inherit"], "Where finalists start: scratch "
+                      "(random) or inherit (the teacher's weights, BN recalibrated, then --finalist_epochs of "
+                      "fine-tuning; see acompress.inheritance).")
     flags.DEFINE_bool("finalist_distill", False, "Train finalists with distillation from the teacher "
                       "(--distill_alpha, --distill_temperature).")
 
@@ -53,7 +56,8 @@ def config_from_flags(flag_values) -> compression.CompressConfig:
     finalist = finalists.FinalistConfig(
         train=training_flags.train_config_from_flags(flag_values, prefix="finalist_"),
         distill=flag_values.finalist_distill, distill_alpha=flag_values.distill_alpha,
-        distill_temperature=flag_values.distill_temperature, bn_momentum=flag_values.bn_momentum)
+        distill_temperature=flag_values.distill_temperature, bn_momentum=flag_values.bn_momentum,
+        init=flag_values.finalist_init)
     return compression.CompressConfig(
         target_ratio=flag_values.target_ratio, max_accuracy_drop=flag_values.max_accuracy_drop,
         num_finalists=flag_values.num_finalists, min_ratio=flag_values.min_ratio,

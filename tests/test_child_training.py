@@ -185,7 +185,8 @@ def test_proxy_config_to_dict_round_trips():
     config = child_training.ProxyConfig(epochs=2, pack=3, distill=True)
     assert child_training.ProxyConfig(**config.to_dict()) == config
     assert sorted(config.to_dict()) == ["bn_momentum", "distill", "distill_alpha", "distill_temperature",
-                                        "epochs", "graph_optimizer", "learning_rate", "pack", "schedule"]
+                                        "epochs", "graph_optimizer", "importance", "init", "learning_rate", "pack",
+                                        "recalibrate_batches", "schedule"]
 
 
 def test_specs_and_indices_must_pair_up(search):
