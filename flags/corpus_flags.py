@@ -18,11 +18,24 @@ def define_flags() -> None:
     flags.DEFINE_float("replicate_fraction", defaults.replicate_fraction, "Share of children trained twice "
                        "with another seed (noise ceiling of the accuracy predictor).",
                        lower_bound=0.0, upper_bound=1.0)
+    flags.DEFINE_integer("groups_per_worker", 8, "Train each packed group of children in a worker process that is "
+                         "replaced after this many groups, so memory stays bounded (TensorFlow keeps ~180 MB per "
+                         "traced group, tensorflow#62854). 0: train in this process. Same results either way.",
+                         lower_bound=0)
     flags.DEFINE_integer("num_shards", 1, "Processes the corpus is split over.", lower_bound=1)
     flags.DEFINE_integer("shard_index", 0, "This process's shard, in [0, num_shards).", lower_bound=0)
     flags.DEFINE_float("max_ratio", sampler.SamplerConfig().max_ratio, "Largest compression ratio the sampler "
                        "aims for (children are spread log-uniformly from 1x to it).", lower_bound=1.0)
-    flags.DEFINE_integer("proxy_epochs", proxy.epochs, "Epochs each child is trained.", lower_bound=1)
+    flags.DEFINE_integer("proxy_epochs", proxy.epochs, "Epochs each child is trained (from scratch: >= 1; "
+                         "inherited: >= 0, where 0 labels the inherited child after BN recalibration only).",
+                         lower_bound=0)
+    flags.DEFINE_enum("proxy_init", proxy.init, list(child_training.INITS), "Where a child's weights start: "
+                      "scratch (random, the paper's recipe) or inherit (the teacher's most important filters, "
+                      "kernel centres; see acompress.inheritance). The corpus metadata pins it.")
+    flags.DEFINE_enum("proxy_importance", proxy.importance, ["l1", "bn_scale"], "Inherited children: which "
+                      "teacher filters a narrowed layer keeps (l1: largest L1 norm; bn_scale: largest |BN gamma|).")
+    flags.DEFINE_integer("recalibrate_batches", 20, "Inherited children: training batches their batch-norm "
+                         "statistics are recomputed on before fine-tuning (0: keep the teacher's).", lower_bound=0)
     flags.DEFINE_float("proxy_learning_rate", proxy.learning_rate, "Children's peak learning rate (Adam).",
                        lower_bound=0.0)
     flags.DEFINE_enum("proxy_schedule", proxy.schedule, ["cosine", "constant"], "Children's LR schedule.")
@@ -46,9 +59,12 @@ def corpus_config_from_flags(flag_values) -> corpus_generation.CorpusConfig:
         epochs=flag_values.proxy_epochs, learning_rate=flag_values.proxy_learning_rate,
         schedule=flag_values.proxy_schedule, pack=flag_values.pack, distill=flag_values.distill,
         distill_alpha=flag_values.distill_alpha, distill_temperature=flag_values.distill_temperature,
-        bn_momentum=flag_values.bn_momentum,
+        bn_momentum=flag_values.bn_momentum, init=flag_values.proxy_init,
+        importance=flag_values.proxy_importance,
+        recalibrate_batches=flag_values.recalibrate_batches if flag_values.proxy_init == "inherit" else 0,
         graph_optimizer={"auto": None, "on": True, "off": False}[flag_values.graph_optimizer])
     return corpus_generation.CorpusConfig(
         num_children=flag_values.num_children, replicate_fraction=flag_values.replicate_fraction,
         num_shards=flag_values.num_shards, shard_index=flag_values.shard_index,
-        sampler=sampler.SamplerConfig(max_ratio=flag_values.max_ratio), proxy=proxy)
+        sampler=sampler.SamplerConfig(max_ratio=flag_values.max_ratio), proxy=proxy,
+        groups_per_worker=flag_values.groups_per_worker)

@@ -93,7 +93,9 @@ def test_records_match_the_sampled_children(generated, splits):
         assert record.status == child_training.OK and record.epochs == 1
         assert 0.0 <= record.val_accuracy <= 1.0
     metadata = stored.metadata
-    pinned_proxy = {k: v for k, v in CONFIG.proxy.to_dict().items() if k not in ("pack", "graph_optimizer")}
+    # A scratch recipe pins what corpora made before inheritance pinned (no init / importance fields).
+    pinned_proxy = {k: v for k, v in CONFIG.proxy.to_dict().items()
+                    if k not in ("pack", "graph_optimizer") + child_training.INHERIT_FIELDS}
     assert metadata["proxy"] == pinned_proxy and metadata["seed"] == SEED
     assert metadata["num_children"] == 6 and metadata["extra"] == {"replicate_fraction": 0.34}
     assert metadata["teacher"]["hash"] == TEACHER.hash
@@ -285,3 +287,19 @@ def test_metadata_does_not_pin_packing_or_data_location(splits):
     assert corpus_generation.make_metadata(TEACHER, elsewhere, info, repacked, space, SEED) == base
     retrained = dataclasses.replace(CONFIG, proxy=dataclasses.replace(CONFIG.proxy, epochs=CONFIG.proxy.epochs + 1))
     assert corpus_generation.make_metadata(TEACHER, DATA, info, retrained, space, SEED) != base
+
+
+def test_worker_processes_store_the_same_corpus(generated, splits, tmp_path):
+    """--groups_per_worker: every group in a worker process (replaced after each group), same records."""
+    directory = str(tmp_path / "corpus")
+    keras.utils.set_random_seed(0)
+    config = dataclasses.replace(CONFIG, groups_per_worker=1)
+    in_workers = corpus_generation.generate(directory, TEACHER, splits.for_search(), DATA, config, seed=SEED)
+    in_process = corpus.read_corpus(generated["directory"])
+
+    def by_key(stored):
+        return {(r.child_index, r.replicate): (r.spec_hash, r.status, r.val_accuracy, r.seed) for r in stored.records}
+
+    assert by_key(in_workers) == by_key(in_process) and len(by_key(in_workers)) == 9
+    # Not pinned: a corpus made in workers resumes in this process and the other way round.
+    assert in_workers.metadata["proxy"] == in_process.metadata["proxy"]
