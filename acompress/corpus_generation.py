@@ -122,7 +122,7 @@ def dataset_entry(data_config: data.DataConfig, info: data.DatasetInfo) -> Dict[
     """The metadata's "dataset": which data, split and preprocessed how. Not pinned: where the
     data lives and how it is read (data_dir, download, cache, the source path), so machines
     with other paths share a corpus."""
-    dataset_config = {k: v for k, v in data_config.to_dict().items() if k not in ("data_dir", "download", "cache")}
+    dataset_config = {k: v for k, v in data_config.to_dict().items() if k not in ("data_dir", "download", "cache", "cache_dir")}
     dataset_info = {k: v for k, v in info.to_dict().items() if k != "source"}
     return {"name": info.name, "config": dataset_config, "info": dataset_info}
 

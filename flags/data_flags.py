@@ -54,6 +54,13 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     define(flags.DEFINE_bool, "data_cache", defaults.cache,
            "Cache pipeline examples after the first epoch (the data is already in memory, so this "
            "mostly doubles memory; see benchmarks/pipeline_benchmark.py).")
+    define(flags.DEFINE_string, "data_cache_dir", defaults.cache_dir,
+           "Directory for the decode cache of image-folder data sets: the decoded arrays are saved there "
+           "on the first load, keyed by the folder's listing (every file's path, size and mtime) and "
+           "--resize, so later loads skip decoding (CIFAR-10's 60,000 JPEGs: ~10-30 s to decode, ~0.4 s from the cache). Must lie "
+           "outside the data folder; one file per folder and resize, replaced when the folder changes. "
+           "Empty: decode on every run. Not used by digits, TFDS or .npz sources. (Unrelated to "
+           "--data_cache, which caches pipeline examples in memory.)")
 
 
 def config_from_flags(flag_values: flags.FlagValues, seed: int) -> data.DataConfig:
@@ -64,7 +71,7 @@ def config_from_flags(flag_values: flags.FlagValues, seed: int) -> data.DataConf
         test_fraction=flag_values.test_fraction, resize=parse_resize(flag_values.resize),
         train_fraction=flag_values.train_fraction, max_examples=flag_values.max_examples,
         batch_size=flag_values.batch_size, augment=_AUGMENT[flag_values.augment],
-        cache=flag_values.data_cache)
+        cache=flag_values.data_cache, cache_dir=flag_values.data_cache_dir or None)
 
 
 def parse_resize(values):

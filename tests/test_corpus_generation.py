@@ -100,7 +100,7 @@ def test_records_match_the_sampled_children(generated, splits):
     assert metadata["num_children"] == 6 and metadata["extra"] == {"replicate_fraction": 0.34}
     assert metadata["teacher"]["hash"] == TEACHER.hash
     assert metadata["dataset"]["config"] == {k: v for k, v in DATA.to_dict().items()
-                                             if k not in ("data_dir", "download", "cache")}
+                                             if k not in ("data_dir", "download", "cache", "cache_dir")}
     assert metadata["tokens_shape"] == list(tokenizer.shape)
 
 

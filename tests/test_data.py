@@ -8,7 +8,9 @@ looks like to TFDS), and every download path is patched to fail the test.
 import contextlib
 import dataclasses
 import json
+import logging
 import os
+import pathlib
 import re
 import socket
 from unittest import mock
@@ -395,6 +397,218 @@ def test_unknown_data_set_name_lists_the_choices():
         data.load(data.DataConfig(name="/nowhere/at/all"))
 
 
+# --------------------------------------------------------------------------- image folders: decode cache
+
+
+@pytest.fixture
+def absl_logs(caplog):
+    caplog.set_level(logging.INFO, logger="absl")
+    return caplog
+
+
+def _cache_files(cache_dir):
+    return sorted(name for name in os.listdir(cache_dir)) if os.path.isdir(cache_dir) else []
+
+
+def _assert_same_splits(a, b):
+    for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert a.info == b.info
+
+
+def _no_decoding(monkeypatch):
+    def refuse(path, resize):
+        raise AssertionError(f"decoded {path}: the decode cache should have been used")
+    monkeypatch.setattr(data, "_decode_image", refuse)
+
+
+@pytest.mark.parametrize("layout", ["flat", "split"])
+def test_decode_cache_hit_returns_the_same_arrays_without_decoding(tmp_path, monkeypatch, absl_logs, layout):
+    if layout == "flat":
+        root = _write_folder(tmp_path / "pets", per_class=5)
+    else:
+        _write_folder(tmp_path / "pets" / "train", per_class=5)
+        _write_folder(tmp_path / "pets" / "test", per_class=2, seed=1)
+        root = str(tmp_path / "pets")
+    cache_dir = str(tmp_path / "cache")
+    plain = data.load(data.DataConfig(name=root))
+    first = data.load(data.DataConfig(name=root, cache_dir=cache_dir))
+    assert "Decode cache miss" in absl_logs.text and f"decoding {root}" in absl_logs.text  # progress
+    [cache_file] = _cache_files(cache_dir)
+    assert cache_file.startswith("pets-") and cache_file.endswith(".npz")
+    absl_logs.clear()
+    _no_decoding(monkeypatch)
+    second = data.load(data.DataConfig(name=root, cache_dir=cache_dir))
+    assert "Decode cache hit" in absl_logs.text
+    _assert_same_splits(first, plain)
+    _assert_same_splits(second, plain)
+    assert _cache_files(cache_dir) == [cache_file]
+
+
+def test_decode_cache_keys_on_resize(tmp_path, monkeypatch):
+    root = _write_folder(tmp_path / "pets", per_class=5)
+    cache_dir = str(tmp_path / "cache")
+    small = data.load(data.DataConfig(name=root, cache_dir=cache_dir, resize=(4, 4)))
+    full = data.load(data.DataConfig(name=root, cache_dir=cache_dir))
+    assert small.info.input_shape == (4, 4, 3) and full.info.input_shape == (8, 8, 3)
+    assert len(_cache_files(cache_dir)) == 2  # one per resize setting, neither replaces the other
+    _no_decoding(monkeypatch)
+    _assert_same_splits(data.load(data.DataConfig(name=root, cache_dir=cache_dir, resize=(4, 4))), small)
+    _assert_same_splits(data.load(data.DataConfig(name=root, cache_dir=cache_dir)), full)
+
+
+def _change_folder(root, change):
+    path = os.path.join(root, "dog", "2.png")
+    if change == "rewrite":  # other pixels, the same size: only the mtime tells
+        stat = os.stat(path)
+        for seed in range(100, 200):
+            image = np.random.default_rng(seed).integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+            image[0, 0] = 7  # marks the new pixels
+            if len(tf.io.encode_png(image).numpy()) == stat.st_size:
+                break
+        _write_png(pathlib.Path(path), image)
+        assert os.stat(path).st_size == stat.st_size
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+        return image
+    elif change == "same_mtime":  # other pixels and size, the mtime put back as it was
+        stat = os.stat(path)
+        image = np.zeros((8, 8, 3), np.uint8)
+        _write_png(pathlib.Path(path), image)
+        assert os.stat(path).st_size != stat.st_size
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        return image
+    elif change == "add":
+        _write_png(pathlib.Path(os.path.join(root, "owl", "9.png")), np.full((8, 8, 3), 200, np.uint8))
+    elif change == "remove":
+        os.remove(path)
+    elif change == "rename":
+        os.rename(path, os.path.join(root, "dog", "2b.png"))
+    else:
+        raise ValueError(change)
+    return None
+
+
+@pytest.mark.parametrize("change", ["rewrite", "same_mtime", "add", "remove", "rename"])
+def test_decode_cache_misses_when_the_folder_changes(tmp_path, absl_logs, change):
+    root = _write_folder(tmp_path / "pets", per_class=5)
+    other = _write_folder(tmp_path / "other", per_class=5, seed=3)  # shares the cache directory
+    cache_dir = str(tmp_path / "cache")
+    before = data.load(data.DataConfig(name=root, cache_dir=cache_dir))
+    data.load(data.DataConfig(name=other, cache_dir=cache_dir))
+    [old_file] = [name for name in _cache_files(cache_dir) if name.startswith("pets-")]
+    new_image = _change_folder(root, change)
+    absl_logs.clear()
+    after = data.load(data.DataConfig(name=root, cache_dir=cache_dir))
+    assert "Decode cache miss" in absl_logs.text and "Decode cache hit" not in absl_logs.text
+    _assert_same_splits(after, data.load(data.DataConfig(name=root)))  # what decoding the folder gives now
+    source = data._read_source(data.DataConfig(name=root, cache_dir=cache_dir))
+    if new_image is not None:
+        dog = source.class_names.index("dog")
+        np.testing.assert_array_equal(source.x[source.y == dog][2], new_image)  # the new pixels
+        assert not np.array_equal(before.x_train, after.x_train) or not np.array_equal(before.x_test, after.x_test)
+    else:
+        assert len(source.y) == 15 + {"add": 1, "remove": -1, "rename": 0}[change]
+    new_files = [name for name in _cache_files(cache_dir) if name.startswith("pets-")]
+    assert len(new_files) == 1 and new_files != [old_file]  # another key; the stale file was replaced
+    assert len(_cache_files(cache_dir)) == 2  # the other folder's cache is kept
+
+
+def _corrupt(path, how):
+    raw = open(path, "rb").read()
+    if how == "truncated":
+        raw = raw[:len(raw) // 2]
+    elif how == "garbage":
+        raw = np.random.default_rng(0).integers(0, 256, len(raw), dtype=np.uint8).tobytes()
+    elif how == "empty":
+        raw = b""
+    elif how == "flipped_byte":  # in the image data: the archive's CRC or the stored checksum catches it
+        middle = len(raw) // 2
+        raw = raw[:middle] + bytes([raw[middle] ^ 0xFF]) + raw[middle + 1:]
+    elif how in ("tampered", "wrong_key", "short"):  # a well-formed archive that does not match
+        with np.load(path) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+        if how == "tampered":
+            arrays["x"] = arrays["x"].copy()
+            arrays["x"][0] ^= 1  # checksum left as it was
+        elif how == "wrong_key":
+            arrays["key"] = np.asarray("0" * 64)
+        else:
+            arrays["x"] = arrays["x"][1:]
+        with open(path, "wb") as handle:
+            np.savez(handle, **arrays)
+        return
+    else:
+        raise ValueError(how)
+    with open(path, "wb") as handle:
+        handle.write(raw)
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage", "empty", "flipped_byte", "tampered", "wrong_key", "short"])
+def test_corrupt_decode_cache_is_decoded_again_and_rewritten(tmp_path, monkeypatch, absl_logs, how):
+    root = _write_folder(tmp_path / "pets", per_class=5)
+    cache_dir = str(tmp_path / "cache")
+    expected = data.load(data.DataConfig(name=root, cache_dir=cache_dir))
+    [cache_file] = _cache_files(cache_dir)
+    _corrupt(os.path.join(cache_dir, cache_file), how)
+    absl_logs.clear()
+    again = data.load(data.DataConfig(name=root, cache_dir=cache_dir))
+    _assert_same_splits(again, expected)
+    warnings = [r.getMessage() for r in absl_logs.records if r.levelno == logging.WARNING]
+    assert any("is corrupt" in message and cache_file in message for message in warnings), warnings
+    assert _cache_files(cache_dir) == [cache_file]  # rewritten under the same name
+    absl_logs.clear()
+    _no_decoding(monkeypatch)
+    _assert_same_splits(data.load(data.DataConfig(name=root, cache_dir=cache_dir)), expected)
+    assert "Decode cache hit" in absl_logs.text
+
+
+def test_decode_cache_is_never_inside_the_data_folder(tmp_path):
+    root = _write_folder(tmp_path / "pets", per_class=5)
+    listing = sorted(os.path.relpath(os.path.join(d, f), root) for d, _, files in os.walk(root) for f in files)
+    for inside in (root, os.path.join(root, "cache"), os.path.join(root, "cat", "cache")):
+        with pytest.raises(data.DataError, match="DataConfig.cache_dir.*inside the data folder"):
+            data.load(data.DataConfig(name=root, cache_dir=inside))
+    cache_dir = str(tmp_path / "cache")
+    data.load(data.DataConfig(name=root, cache_dir=cache_dir))
+    assert len(_cache_files(cache_dir)) == 1
+    after = sorted(os.path.relpath(os.path.join(d, f), root) for d, _, files in os.walk(root) for f in files)
+    assert after == listing  # nothing written into the data folder
+
+
+def test_decode_cache_write_is_atomic_and_never_fatal(tmp_path, monkeypatch, absl_logs):
+    root = _write_folder(tmp_path / "pets", per_class=5)
+    expected = data.load(data.DataConfig(name=root))
+    cache_dir = str(tmp_path / "cache")
+    real_savez = np.savez
+
+    def killed_halfway(stream, **arrays):
+        stream.write(b"PK\x03\x04 half an archive")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", killed_halfway)
+    _assert_same_splits(data.load(data.DataConfig(name=root, cache_dir=cache_dir)), expected)
+    assert "Cannot write the decode cache" in absl_logs.text
+    assert _cache_files(cache_dir) == []  # neither a partial cache file nor the temporary file
+    monkeypatch.setattr(np, "savez", real_savez)
+    # A killed run's temporary file: removed once it is old, by the next write of that folder's cache.
+    data.load(data.DataConfig(name=root, cache_dir=cache_dir))
+    [cache_file] = _cache_files(cache_dir)
+    prefix = cache_file[:-len(cache_file.split("-")[-1])]
+    leftover, fresh = (os.path.join(cache_dir, f".{prefix}{tag}.tmp") for tag in ("killed", "writing"))
+    for path in (leftover, fresh):
+        open(path, "wb").close()
+    os.utime(leftover, (1, 1))
+    os.remove(os.path.join(cache_dir, cache_file))
+    data.load(data.DataConfig(name=root, cache_dir=cache_dir))
+    assert _cache_files(cache_dir) == sorted([cache_file, os.path.basename(fresh)])
+    # A cache directory that cannot be made: a warning, and the data as decoded.
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    absl_logs.clear()
+    _assert_same_splits(data.load(data.DataConfig(name=root, cache_dir=str(blocker / "cache"))), expected)
+    assert "Cannot write the decode cache" in absl_logs.text
+
+
 # --------------------------------------------------------------------------- TFDS, offline
 
 
@@ -467,7 +681,7 @@ def test_tfds_download_opt_in_prepares_then_loads(tmp_path, monkeypatch):
     ({"validation_fraction": 0.0}, "validation_fraction"), ({"test_fraction": 1.0}, "test_fraction"),
     ({"train_fraction": 1.5}, "train_fraction"), ({"max_examples": 0}, "max_examples"),
     ({"batch_size": 0}, "batch_size"), ({"resize": (32,)}, "resize"), ({"seed": -1}, "seed"),
-    ({"name": ""}, "name"),
+    ({"name": ""}, "name"), ({"cache_dir": ""}, "cache_dir"), ({"cache_dir": 3}, "cache_dir"),
 ])
 def test_data_config_rejects_bad_values(changes, field):
     with pytest.raises(data.DataError, match=f"DataConfig.{field}"):
@@ -475,7 +689,8 @@ def test_data_config_rejects_bad_values(changes, field):
 
 
 def test_data_config_round_trips_through_json():
-    config = data.DataConfig(name="cifar10", resize=(16, 16), max_examples=500, augment=False)
+    config = data.DataConfig(name="cifar10", resize=(16, 16), max_examples=500, augment=False,
+                             cache_dir="/tmp/decoded")
     restored = data.DataConfig.from_dict(json.loads(json.dumps(config.to_dict(), sort_keys=True)))
     assert restored == config
     json.dumps(data.load(data.DataConfig(max_examples=100)).info.to_dict(), sort_keys=True)
@@ -491,12 +706,16 @@ def test_flags_define_twice_and_build_the_config():
     data_flags.define_flags(flag_values)
     flag_values(["prog", "--dataset=cifar10", "--data_dir=/data/tfds", "--download", "--resize=32,32",
                  "--train_fraction=0.5", "--max_examples=1000", "--batch_size=32", "--augment=off",
-                 "--validation_fraction=0.1"])
+                 "--validation_fraction=0.1", "--data_cache_dir=/tmp/decoded"])
     config = data_flags.config_from_flags(flag_values, seed=7)
     assert config == data.DataConfig(name="cifar10", data_dir="/data/tfds", download=True, seed=7,
                                      validation_fraction=0.1, resize=(32, 32), train_fraction=0.5,
-                                     max_examples=1000, batch_size=32, augment=False)
-    for flag_name in ("dataset", "data_dir", "download", "resize", "augment", "max_examples"):
+                                     max_examples=1000, batch_size=32, augment=False, cache_dir="/tmp/decoded")
+    flag_values = flags.FlagValues()
+    data_flags.define_flags(flag_values)
+    flag_values(["prog", "--data_cache_dir="])  # empty: no decode cache
+    assert data_flags.config_from_flags(flag_values, seed=0).cache_dir is None
+    for flag_name in ("dataset", "data_dir", "download", "resize", "augment", "max_examples", "data_cache_dir"):
         assert flag_values[flag_name].help
 
 
