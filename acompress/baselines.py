@@ -420,7 +420,7 @@ class BaselineConfig:
     method: str = RANDOM
     tuner: TunerConfig = dataclasses.field(default_factory=TunerConfig)
     budget: Budget = dataclasses.field(default_factory=Budget)
-    finalist: finalists.FinalistConfig = dataclasses.field(default_factory=finalists.FinalistConfig)
+    finalist: finalists.FinalistConfig = dataclasses.field(default_factory=finalists.inherited)
     num_finalists: int = DEFAULT_NUM_FINALISTS
     max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP
 

@@ -82,7 +82,7 @@ class CompressConfig:
     refine_children: int = 24
     refine_epochs: int = 40
     search: latent_search.SearchConfig = dataclasses.field(default_factory=latent_search.SearchConfig)
-    finalist: finalists_lib.FinalistConfig = dataclasses.field(default_factory=finalists_lib.FinalistConfig)
+    finalist: finalists_lib.FinalistConfig = dataclasses.field(default_factory=finalists_lib.inherited)
 
     def __post_init__(self):
         if self.target_ratio is not None and not self.target_ratio >= 1:

@@ -74,10 +74,13 @@ def budget_from_flags(flag_values) -> baselines.Budget:
 
 def baseline_config_from_flags(flag_values) -> baselines.BaselineConfig:
     def recipe(prefix):
+        # Trials start from scratch (as a Keras Tuner user's do); finalists follow --finalist_init, the
+        # same procedure as architecture compression's.
         return finalists.FinalistConfig(
             train=training_flags.train_config_from_flags(flag_values, prefix=prefix), distill=flag_values.distill,
             distill_alpha=flag_values.distill_alpha, distill_temperature=flag_values.distill_temperature,
-            bn_momentum=flag_values.bn_momentum)
+            bn_momentum=flag_values.bn_momentum,
+            init=flag_values.finalist_init if prefix == "finalist_" else "scratch")
 
     target_ratio = flag_values.target_ratio
     if target_ratio is None:

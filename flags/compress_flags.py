@@ -41,9 +41,6 @@ def define_flags() -> None:
                          lower_bound=1)
     flags.DEFINE_integer("refine_epochs", defaults.refine_epochs, "Embedding fine-tuning epochs per refinement.",
                          lower_bound=1)
-    flags.DEFINE_enum("finalist_init", "scratch", ["scratch", "inherit"], "Where finalists start: scratch "
-                      "(random) or inherit (the teacher's weights, BN recalibrated, then --finalist_epochs of "
-                      "fine-tuning; see acompress.inheritance).")
     flags.DEFINE_bool("finalist_distill", False, "Train finalists with distillation from the teacher "
                       "(--distill_alpha, --distill_temperature).")
 

@@ -7,6 +7,12 @@ from acompress import corpus_generation
 from acompress import sampler
 
 
+# The binaries' default label recipe (README, "Labels"; benchmarks/label_benchmark.py): children inherit
+# the teacher's weights, batch norm is recalibrated on 20 batches, then 2 epochs of Adam 1e-3 (cosine).
+# The library's ProxyConfig() stays the paper's scratch recipe, which needs no teacher.
+INHERITED = child_training.ProxyConfig(init="inherit", epochs=2, learning_rate=1e-3, recalibrate_batches=20)
+
+
 def define_flags() -> None:
     if "num_children" in flags.FLAGS:
         return
@@ -26,17 +32,18 @@ def define_flags() -> None:
     flags.DEFINE_integer("shard_index", 0, "This process's shard, in [0, num_shards).", lower_bound=0)
     flags.DEFINE_float("max_ratio", sampler.SamplerConfig().max_ratio, "Largest compression ratio the sampler "
                        "aims for (children are spread log-uniformly from 1x to it).", lower_bound=1.0)
-    flags.DEFINE_integer("proxy_epochs", proxy.epochs, "Epochs each child is trained (from scratch: >= 1; "
+    flags.DEFINE_integer("proxy_epochs", INHERITED.epochs, "Epochs each child is trained (from scratch: >= 1; "
                          "inherited: >= 0, where 0 labels the inherited child after BN recalibration only).",
                          lower_bound=0)
-    flags.DEFINE_enum("proxy_init", proxy.init, list(child_training.INITS), "Where a child's weights start: "
-                      "scratch (random, the paper's recipe) or inherit (the teacher's most important filters, "
-                      "kernel centres; see acompress.inheritance). The corpus metadata pins it.")
+    flags.DEFINE_enum("proxy_init", INHERITED.init, list(child_training.INITS), "Where a child's weights start: "
+                      "inherit (the teacher's most important filters, kernel centres; see acompress.inheritance) "
+                      "or scratch (random: the paper's recipe, whose measured settings are --proxy_epochs=3 "
+                      "--proxy_learning_rate=0.003). The corpus metadata pins it.")
     flags.DEFINE_enum("proxy_importance", proxy.importance, ["l1", "bn_scale"], "Inherited children: which "
                       "teacher filters a narrowed layer keeps (l1: largest L1 norm; bn_scale: largest |BN gamma|).")
-    flags.DEFINE_integer("recalibrate_batches", 20, "Inherited children: training batches their batch-norm "
+    flags.DEFINE_integer("recalibrate_batches", INHERITED.recalibrate_batches, "Inherited children: training batches their batch-norm "
                          "statistics are recomputed on before fine-tuning (0: keep the teacher's).", lower_bound=0)
-    flags.DEFINE_float("proxy_learning_rate", proxy.learning_rate, "Children's peak learning rate (Adam).",
+    flags.DEFINE_float("proxy_learning_rate", INHERITED.learning_rate, "Children's peak learning rate (Adam).",
                        lower_bound=0.0)
     flags.DEFINE_enum("proxy_schedule", proxy.schedule, ["cosine", "constant"], "Children's LR schedule.")
     flags.DEFINE_float("proxy_fraction", 1.0, "Share of the (--train_fraction) training split children train on "

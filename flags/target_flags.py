@@ -24,3 +24,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("num_finalists", DEFAULT_NUM_FINALISTS, "Networks trained for the full budget before "
                          "one is chosen.", lower_bound=1)
     training_flags.define_flags(prefix="finalist_", epochs=finalists.FinalistConfig().train.epochs)
+    flags.DEFINE_enum("finalist_init", finalists.inherited().init, ["scratch", "inherit"], "Where "
+                      "finalists start (every method's: compression and baselines alike): scratch (random) or "
+                      "inherit (the teacher's weights, BN recalibrated, then --finalist_epochs of fine-tuning; "
+                      "see acompress.inheritance).")

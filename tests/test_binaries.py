@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from acompress import child_training
 from acompress import corpus
 from acompress import corpus_generation
 
@@ -102,8 +103,8 @@ def test_generate_corpus_end_to_end(smoke):
     metadata = read_json(os.path.join(out, "corpus", "metadata.json"))
     assert metadata["num_children"] == NUM_CHILDREN and metadata["seed"] == int(FLAGS["seed"])
     # The metadata pins the proxy budget, not how children were packed (that changes no record).
-    assert metadata["proxy"] == {k: v for k, v in config["corpus"]["proxy"].items()
-                                 if k not in ("pack", "graph_optimizer")}
+    assert metadata["proxy"] == child_training.ProxyConfig(**config["corpus"]["proxy"]).recipe()
+    assert "pack" not in metadata["proxy"] and "init" not in metadata["proxy"]  # a scratch corpus
     assert metadata["teacher"]["params"] == metrics["params"]
 
     printed = json.loads(smoke["result"].stdout)  # stdout holds the summary and nothing else
@@ -123,6 +124,25 @@ def test_generate_corpus_end_to_end(smoke):
     assert png[:8] == PNG_SIGNATURE and png[12:16] == b"IHDR"
     width, height = struct.unpack(">II", png[16:24])
     assert width > 100 and height > 100
+
+
+def test_inherited_children_in_worker_processes_through_the_binary(smoke, tmp_path):
+    """The binaries' default recipe (inherited children) in worker processes, with the smoke run's teacher."""
+    output_dir = str(tmp_path / "inherited")
+    result = generate_corpus(output_dir, "--proxy_init=inherit", "--proxy_learning_rate=0.001",
+                             "--groups_per_worker=2", "--replicate_fraction=0")
+    assert result.returncode == 0, describe(result)
+    metadata = read_json(os.path.join(output_dir, "corpus", "metadata.json"))
+    assert metadata["proxy"]["init"] == "inherit" and metadata["proxy"]["recalibrate_batches"] == 20
+    stored = corpus.read_corpus(os.path.join(output_dir, "corpus"))
+    assert len(stored.records) == NUM_CHILDREN and all(r.status == "ok" for r in stored.records)
+    # The same teacher as the smoke run (same flags and seed), so the same children, now inherited.
+    scratch = {r.spec_hash for r in corpus.read_corpus(smoke["corpus_dir"]).records}
+    assert {r.spec_hash for r in stored.records} <= scratch
+    # Resuming that corpus under the scratch recipe is refused, naming the field.
+    refused = generate_corpus(str(tmp_path / "scratch"), "--proxy_init=scratch", "--replicate_fraction=0",
+                              f"--corpus_dir={os.path.join(output_dir, 'corpus')}")
+    assert refused.returncode == 2 and "proxy.init" in refused.stderr, describe(refused)
 
 
 def test_rerun_resumes_without_training_again(smoke):
@@ -197,7 +217,7 @@ def test_corrected_command_runs_after_a_teacher_typo(smoke, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
-    (["--proxy_epochs=0"], "flag --proxy_epochs=0: 0 is not a positive integer"),
+    (["--proxy_epochs=-1"], "flag --proxy_epochs=-1: -1 is not a non-negative integer"),
 ], ids=["unknown-flag", "out-of-range"])
 def test_flag_errors_exit_nonzero_without_traceback(args, message, tmp_path):
     result = generate_corpus(str(tmp_path / "run"), *args)

@@ -101,3 +101,21 @@ def test_compress_without_an_embedding_says_what_to_run(tmp_path):
     result = test_binaries.run_binary("compress", *TINY, f"--output_dir={tmp_path}",
                                       "--corpus_dir=testdata/digits_corpus")
     test_binaries.assert_one_line_error(result, "acompress-train-embedding")
+
+
+@pytest.mark.slow
+def test_the_same_command_in_a_fresh_directory_gives_the_same_network(run, tmp_path):
+    """Reproducible on one machine: every stage again from nothing, the same chosen network and numbers.
+
+    The second run trains its children in worker processes (replaced after every group), the first in
+    its own process: that is not supposed to change anything either."""
+    output_dir = str(tmp_path / "again")
+    result = test_binaries.run_binary("pipeline", *TINY, "--groups_per_worker=1", f"--output_dir={output_dir}")
+    assert result.returncode == 0, test_binaries.describe(result)
+    first = test_binaries.read_json(os.path.join(run["output_dir"], "compressed", "report.json"))
+    second = test_binaries.read_json(os.path.join(output_dir, "compressed", "report.json"))
+    assert second["chosen"]["spec_hash"] == first["chosen"]["spec_hash"]
+    for key in ("params", "val_accuracy", "test_accuracy"):
+        assert second["chosen"][key] == first["chosen"][key], key
+    assert [f["spec_hash"] for f in second["finalists"]] == [f["spec_hash"] for f in first["finalists"]]
+    assert second["teacher"]["test_accuracy"] == first["teacher"]["test_accuracy"]
