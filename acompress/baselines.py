@@ -885,7 +885,7 @@ def run_baseline(config: BaselineConfig, teacher_spec: archspec.ArchSpec, splits
       teacher_metrics: the teacher stage's metrics (`teacher.train_or_load`):
         ``params``, ``flops``, ``val_accuracy``, ``test_accuracy``.
       directory: where the tuner's project and the finalists are kept.
-      teacher_model: the trained teacher (needed when trials or finalists distil).
+      teacher_model: the trained teacher (needed when trials or finalists distil, or finalists inherit its weights).
       search, search_data_config: the trials' data (default: ``splits.for_search()``
         and `data_config`), e.g. a proxy subset of the training split.
       overwrite: start the search over.
@@ -898,6 +898,7 @@ def run_baseline(config: BaselineConfig, teacher_spec: archspec.ArchSpec, splits
       ValueError: no trial completed (the budget is too small), or no finalist trained.
     """
     info = splits.info
+    finalists.check_teacher(config.finalist, teacher_model)  # before the search, not after it
     teacher_accuracy = float(teacher_metrics["val_accuracy"])
     outcome = None
     scaling = None
@@ -932,7 +933,9 @@ def _train_finalists_resumable(specs, splits, data_config, config, *, seed, teac
     for spec in specs:
         path = os.path.join(directory, f"{spec.hash}.json")
         if tf.io.gfile.exists(path):
-            stored[spec.hash] = finalists.FinalistResult.from_dict(rundir.read_json(path))
+            result = finalists.FinalistResult.from_dict(rundir.read_json(path))
+            if result.status != finalists.FAILED:  # a failure (e.g. a missing teacher) is tried again
+                stored[spec.hash] = result
     todo = [spec for spec in specs if spec.hash not in stored]
     if stored:
         logging.info("finalists: %d of %d already trained", len(stored), len(specs))

@@ -28,9 +28,13 @@ process trained before. Groups are formed exactly as `train_children` forms them
 and dtype policy the results equal those of in-process `train_children`.
 
 A worker that dies (a segfault, SIGKILL, the OOM killer) never loses children
-silently: the group it held is retried in a fresh worker up to `max_retries` times,
-and if it dies every time each of its children is recorded ``failed`` with the
-reason; the remaining groups go on in a fresh worker. A Python exception raised in
+silently: the group it held is retried in a fresh worker up to `max_retries` times;
+if it dies every time, its children are retried one at a time, and a child that
+still kills its worker on its own is recorded ``failed`` with the reason (so one
+child too large for memory does not take its group with it); the remaining groups
+go on in a fresh worker. A first worker that dies with exit code 1 before training
+anything (spawn's bootstrap failed: typically a script without an
+``if __name__ == "__main__":`` guard) raises `WorkerStartError`. A Python exception raised in
 a worker propagates to the caller (`train_children` already records a child that
 cannot be built or trained as failed, without raising).
 
@@ -146,68 +150,99 @@ def train_children_in_workers(specs: Sequence[archspec.ArchSpec], indices: Seque
         precision_policy = keras.mixed_precision.global_policy().name
 
     array_dir = tempfile.mkdtemp(prefix="child_workers_", dir=work_dir)
-    pool = None
+    workers = None
     try:
         for name in _ARRAYS:
             np.save(os.path.join(array_dir, f"{name}.npy"), np.asarray(getattr(search, name)))
         setup = _WorkerSetup(array_dir, search.info, None if teacher_path is None else os.path.abspath(teacher_path),
                              int(intra_op_threads), int(inter_op_threads), precision_policy)
-
-        # One worker at a time, replaced after groups_per_worker groups: the old one exits (and frees its
-        # memory) before the next starts, and none is started that would have nothing to train.
-        def new_pool():
-            return concurrent.futures.ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-                initargs=(setup,))
-
-        results, groups_in_pool = [], 0
+        workers = _Workers(setup, (config, batch_size, seed, replicate), groups_per_worker, max_retries, on_worker)
+        results = []
         for start in range(0, len(specs), config.pack):
             stop = min(start + config.pack, len(specs))
-            group_specs, group_indices = list(specs[start:stop]), [int(i) for i in indices[start:stop]]
-            group_results = None
-            for attempt in range(max_retries + 1):
-                if pool is None:
-                    pool, groups_in_pool = new_pool(), 0
-                future = pool.submit(_train_group, group_specs, group_indices, config, batch_size, seed, replicate)
-                try:
-                    outcome = future.result()
-                except concurrent.futures.process.BrokenProcessPool:
-                    exit_code = _shut_down_broken(pool)
-                    pool = None
-                    if attempt < max_retries:
-                        logging.warning("worker process died (exit code %s) while training children %s; "
-                                        "retrying in a fresh worker (retry %d of %d)",
-                                        exit_code, group_indices, attempt + 1, max_retries)
-                        continue
-                    reason = (f"worker process died (exit code {exit_code}) while training this group; "
-                              f"retried {max_retries} time(s)")
-                    logging.error("children %s failed: %s", group_indices, reason)
-                    group_results = [
-                        child_training.ChildResult(index, spec, child_training.child_seed(seed, index, replicate),
-                                                   float("nan"), 0, 0.0, child_training.FAILED, reason)
-                        for index, spec in zip(group_indices, group_specs)]
-                    break
-                logging.info("worker %d trained children %s", outcome.pid, group_indices)
-                if on_worker is not None:
-                    on_worker(outcome.pid, group_indices)
-                group_results = outcome.results
-                groups_in_pool += 1
-                if groups_in_pool == groups_per_worker:
-                    pool.shutdown(wait=True)
-                    pool = None
-                break
+            group_results = workers.train(list(specs[start:stop]), [int(i) for i in indices[start:stop]])
             results.extend(group_results)
             if on_result is not None:
                 on_result(group_results)
-        if pool is not None:
-            pool.shutdown(wait=True)
-            pool = None
+        workers.close()
         return results
     finally:
-        if pool is not None:  # leaving on an exception: do not wait for a group nobody will read
-            _kill_workers(pool)
-            pool.shutdown(wait=True, cancel_futures=True)
+        if workers is not None:
+            workers.close(kill=True)  # leaving on an exception: do not wait for a group nobody will read
         shutil.rmtree(array_dir, ignore_errors=True)
+
+
+class WorkerStartError(RuntimeError):
+    """A worker process died before it was ready (e.g. a script without ``if __name__ == "__main__":``)."""
+
+
+class _Workers:
+    """One worker process at a time, replaced after `groups_per_worker` groups: the old one exits (and
+    frees its memory) before the next starts, and none is started that would have nothing to train."""
+
+    def __init__(self, setup: _WorkerSetup, task_args: tuple, groups_per_worker: int, max_retries: int,
+                 on_worker: Optional[Callable[[int, List[int]], None]]):
+        self.setup, self.task_args = setup, task_args
+        self.groups_per_worker, self.max_retries, self.on_worker = groups_per_worker, max_retries, on_worker
+        self.pool: Optional[concurrent.futures.ProcessPoolExecutor] = None
+        self.groups_in_pool = 0
+        self.trained_any = False
+
+    def train(self, specs: List[archspec.ArchSpec], indices: List[int]) -> List[child_training.ChildResult]:
+        """The group's results. A worker that dies is replaced and the group retried `max_retries` times; then
+        a group of several children is retried one child at a time, and a child that still kills its worker
+        on its own is recorded failed (it is that child, not the machine: e.g. too large for memory)."""
+        for attempt in range(self.max_retries + 1):
+            exit_code, outcome = self._submit(specs, indices)
+            if outcome is not None:
+                return outcome.results
+            if not self.trained_any and exit_code == 1:  # spawn's bootstrap failed, not a kill or a crash
+                raise WorkerStartError(
+                    f"the first worker process died (exit code {exit_code}) before training anything; a script "
+                    "that trains children in worker processes must keep its work under "
+                    "`if __name__ == \"__main__\":` (workers are started with 'spawn')")
+            logging.warning("worker process died (exit code %s) while training children %s%s", exit_code, indices,
+                            f"; retrying in a fresh worker ({attempt + 1} of {self.max_retries})"
+                            if attempt < self.max_retries else "")
+        if len(specs) > 1:
+            logging.warning("training children %s one at a time to find the one that kills its worker", indices)
+            return [result for spec, index in zip(specs, indices) for result in self.train([spec], [index])]
+        reason = (f"worker process died (exit code {exit_code}) while training this child alone; "
+                  f"retried {self.max_retries} time(s)")
+        logging.error("child %s failed: %s", indices[0], reason)
+        _, _, seed, replicate = self.task_args
+        return [child_training.ChildResult(indices[0], specs[0], child_training.child_seed(seed, indices[0], replicate),
+                                           float("nan"), 0, 0.0, child_training.FAILED, reason)]
+
+    def _submit(self, specs, indices):
+        """(None, outcome) when the worker trained the group; (exit code, None) when it died."""
+        if self.pool is None:
+            self.pool, self.groups_in_pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                initargs=(self.setup,)), 0
+        future = self.pool.submit(_train_group, specs, indices, *self.task_args)
+        try:
+            outcome = future.result()
+        except concurrent.futures.process.BrokenProcessPool:
+            exit_code = _shut_down_broken(self.pool)
+            self.pool = None
+            return exit_code, None
+        self.trained_any = True
+        logging.info("worker %d trained children %s", outcome.pid, indices)
+        if self.on_worker is not None:
+            self.on_worker(outcome.pid, indices)
+        self.groups_in_pool += 1
+        if self.groups_in_pool == self.groups_per_worker:
+            self.close()
+        return None, outcome
+
+    def close(self, kill: bool = False) -> None:
+        if self.pool is None:
+            return
+        if kill:
+            _kill_workers(self.pool)
+        self.pool.shutdown(wait=True, cancel_futures=kill)
+        self.pool = None
 
 
 def _shut_down_broken(pool: concurrent.futures.ProcessPoolExecutor):

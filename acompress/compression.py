@@ -44,6 +44,7 @@ from acompress import archspec
 from acompress import child_training
 from acompress import corpus as corpus_lib
 from acompress import data
+from acompress import distribution
 from acompress import embedding as embedding_lib
 from acompress import embedding_training
 from acompress import finalists as finalists_lib
@@ -256,7 +257,7 @@ def compress(embedding: embedding_lib.Embedding, stored_corpus: corpus_lib.Corpu
       config: targets and effort.
       seed: the run seed.
       proxy_splits: the data refinement children train on (default `splits.for_search()`).
-      teacher_model: the trained teacher (for distillation).
+      teacher_model: the trained teacher (needed for distillation and for inherited finalists or refinement children).
       on_finalist: called with each trained finalist (durable storage).
       trained_finalists: finalists already trained by an earlier, interrupted run (reused by spec hash).
       strategy: the `tf.distribute.Strategy` refinement children and finalists train under (None:
@@ -269,6 +270,14 @@ def compress(embedding: embedding_lib.Embedding, stored_corpus: corpus_lib.Corpu
     Raises:
       TargetUnreachableError: no candidate reaches ``target_ratio``.
     """
+    finalists_lib.check_teacher(config.finalist, teacher_model)  # before any search work, not after it
+    proxy_entry = dict(stored_corpus.metadata["proxy"])
+    if proxy_entry.get("init") == child_training.INHERIT:
+        if teacher_model is None:
+            raise ValueError("the corpus' children inherited the teacher's weights: refinement children need the "
+                             "trained teacher (teacher_model)")
+        if distribution.replicas(strategy) > 1:
+            raise ValueError("refining an inherited corpus is not supported under a multi-replica strategy yet")
     timings: Dict[str, float] = {}
     teacher_params = int(teacher_metrics["params"])
     ok = stored_corpus.select(["ok"])
@@ -278,7 +287,6 @@ def compress(embedding: embedding_lib.Embedding, stored_corpus: corpus_lib.Corpu
                                          replicate=ok.replicate.astype(np.int64),
                                          spec_hash=np.asarray([r.spec_hash.encode() for r in ok.records], object))
     # The corpus' own proxy recipe (its metadata pins every field that changes a record).
-    proxy_entry = dict(stored_corpus.metadata["proxy"])
     # Refinement children are measured as the corpus' were: same recipe, same dtype policy.
     child_policy = proxy_entry.pop("precision", "float32")
     proxy = child_training.ProxyConfig.from_recipe(proxy_entry)

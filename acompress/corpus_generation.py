@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from absl import logging
 import keras
 import numpy as np
+import tensorflow as tf
 
 from acompress import archspec
 from acompress import child_training
@@ -177,7 +178,7 @@ def generate(corpus_dir: str, teacher: archspec.ArchSpec, search: data.SearchSpl
       config: the corpus to make.
       seed: the run seed: sampling and every child's initialisation derive from it.
       space: the search space; default `search_space_for(teacher)`.
-      teacher_model: the trained teacher, needed to distil (`config.proxy.distill`).
+      teacher_model: the trained teacher, needed to distil (`config.proxy.distill`) and for inherited children (`config.proxy.init`).
       strategy: the `tf.distribute.Strategy` children train under (None: one device). Shards
         (`config.shard_index`) split the children across processes; a strategy splits each
         child's batches across devices or workers.
@@ -229,13 +230,17 @@ def _train_pending(children, pending, writer, search, data_config, config, seed,
 def _trainer(config: CorpusConfig, teacher_model, strategy):
     """`child_training.train_children` in this process, or in worker processes (`child_workers`) with the
     teacher saved once for them. A strategy always trains in this process (its devices and workers are
-    this process's)."""
-    if not config.groups_per_worker or strategy is not None:
+    this process's), and so does a machine with a GPU: this process already holds the device's memory, and
+    a worker could not get any."""
+    if config.groups_per_worker and strategy is None and tf.config.list_physical_devices("GPU"):
+        logging.info("a GPU is visible: children train in this process (--groups_per_worker ignored)")
+    if not config.groups_per_worker or strategy is not None or tf.config.list_physical_devices("GPU"):
         yield functools.partial(child_training.train_children, teacher=teacher_model, strategy=strategy)
         return
     with tempfile.TemporaryDirectory(prefix="acompress_teacher_") as directory:
         teacher_path = None
-        if teacher_model is not None:
+        needed = config.proxy.distill or config.proxy.init == child_training.INHERIT
+        if teacher_model is not None and needed:  # workers load it (~1 s) only when they use it
             teacher_path = os.path.join(directory, "teacher.keras")
             teacher_model.save(teacher_path)
         yield functools.partial(child_workers.train_children_in_workers, teacher_path=teacher_path,

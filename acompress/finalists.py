@@ -5,9 +5,10 @@ width scaling) ends the same way, and this module is that ending, so their resul
 are comparable:
 
 1. `distinct` drops candidates that are the same network (same `spec.hash`).
-2. `train_finalists` trains each candidate from scratch with the same budget as
-   the teacher (`FinalistConfig`, by default 40 epochs of Adam 1e-3 at a constant
-   rate, batch norm momentum 0.9), optionally distilled from the teacher, scores
+2. `train_finalists` trains each candidate with the same budget as the teacher
+   (`FinalistConfig`, by default 40 epochs of Adam 1e-3 at a constant rate, batch
+   norm momentum 0.9), from scratch or from the teacher's weights (``init``;
+   `inherited()` is every method's default), optionally distilled from the teacher, scores
    it on the validation split and evaluates it **once** on the test split.
 3. `choose` picks the smallest finalist (fewest parameters) whose **validation**
    accuracy is within `max_accuracy_drop` of the teacher's validation accuracy;
@@ -231,7 +232,7 @@ def train_spec(spec: archspec.ArchSpec, train: tf.data.Dataset, validation: Opti
       info: the data's info (input shape, classes).
       config: the training recipe; ``config.train.epochs`` epochs are trained.
       seed: initialisation seed (`keras.utils.set_random_seed` is called with it first).
-      teacher_model: the trained teacher, required when ``config.distill``.
+      teacher_model: the trained teacher, required when ``config.distill`` or ``config.init`` is "inherit".
       initial_weights: a ``.weights.h5`` file to start from (e.g. to continue a
         Hyperband trial), or None to start from the seeded initialisation.
       name: the model's name.
@@ -279,6 +280,13 @@ def _inherit(model, spec, teacher_model, train: tf.data.Dataset, info: data.Data
                  report.to_dict(), used)
 
 
+def check_teacher(config: FinalistConfig, teacher_model: Optional[keras.Model]) -> None:
+    """Raises ValueError when `config` needs the trained teacher (distillation, inheritance) and none is given."""
+    if (config.distill or config.init == "inherit") and teacher_model is None:
+        raise ValueError(f"finalists with distill={config.distill}, init={config.init!r} need the trained teacher "
+                         "(teacher_model); use init='scratch' without one")
+
+
 def train_finalists(specs: Sequence[archspec.ArchSpec], splits: data.Splits, data_config: data.DataConfig,
                     config: FinalistConfig, *, seed: int, teacher_model: Optional[keras.Model] = None,
                     on_result: Optional[Callable[[FinalistResult], None]] = None,
@@ -298,7 +306,7 @@ def train_finalists(specs: Sequence[archspec.ArchSpec], splits: data.Splits, dat
       data_config: batch size, augmentation and the pipelines' seed.
       config: the training recipe.
       seed: the run seed.
-      teacher_model: the trained teacher, required when ``config.distill``.
+      teacher_model: the trained teacher, required when ``config.distill`` or ``config.init`` is "inherit".
       on_result: called with each finished result (durable storage, progress).
       keep_models: keep each trained model in its result (``result.model``).
       strategy: the `tf.distribute.Strategy` to train under (None: one device).
@@ -306,8 +314,7 @@ def train_finalists(specs: Sequence[archspec.ArchSpec], splits: data.Splits, dat
     Returns:
       One FinalistResult per spec, in order.
     """
-    if config.distill and teacher_model is None:
-        raise ValueError("distillation needs the trained teacher (teacher_model)")
+    check_teacher(config, teacher_model)
     results = []
     for number, spec in enumerate(specs, start=1):
         result = _train_one(spec, splits, data_config, config, seed, teacher_model, keep_models, strategy)

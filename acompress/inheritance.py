@@ -128,7 +128,17 @@ def canonical_weights(model: keras.Model, spec: archspec.ArchSpec, input_shape: 
         if [t.shape for t in tensors] != shapes:
             raise ValueError(f"layer {theirs.name!r} of {model.name!r} has weights {[t.shape for t in tensors]}, "
                              f"the spec's {mine.name!r} {shapes}")
+        mine.set_weights(tensors)
         out[mine.name] = tensors
+    # Layer order is not always the spec's (a residual branch listed before the main path, with the same
+    # shapes, would be paired with the wrong convolution): the copy must compute what the model computes.
+    x = np.random.default_rng(0).normal(size=(4, *input_shape)).astype(np.float32)
+    difference = float(np.max(np.abs(np.asarray(model(x, training=False), np.float32)
+                                     - np.asarray(reference(x, training=False), np.float32))))
+    if not difference <= 1e-3:
+        raise ValueError(f"cannot line up the layers of {model.name!r} with its spec (the copy's outputs differ by "
+                         f"{difference:.3g}), so children cannot inherit its weights; give the teacher layer names "
+                         f"as acompress.keras_builder makes them, or use --proxy_init=scratch --finalist_init=scratch")
     return out
 
 
@@ -169,6 +179,10 @@ class _Channels:
     index: np.ndarray      # the teacher's channel index of each child channel
 
 
+def _identity(layer: archspec.Layer) -> bool:
+    return layer.kind in archspec.BLOCKS and layer.shortcut == "identity"
+
+
 def _top(scores: np.ndarray, count: int) -> np.ndarray:
     """The `count` highest-scoring positions, in increasing order (ties: the earlier)."""
     order = np.argsort(-scores, kind="stable")[:count]
@@ -195,10 +209,12 @@ class _Transfer:
         self.weights: Dict[str, List[np.ndarray]] = {}
         self.report = InheritReport()
         # The source of the features entering each teacher unit.
+        # An identity block keeps its input's channel positions (the shortcut adds them one to one), so
+        # it does not start a new source: a child without it still feeds the next layer aligned.
         self.teacher_source, source = [], INPUT
         for unit in self.teacher_units:
             self.teacher_source.append(source)
-            if unit.primary.out_filters is not None:
+            if unit.primary.out_filters is not None and not _identity(unit.primary):
                 source = unit.index
 
     # The inputs a teacher layer gets in the child: aligned, positional or None (fresh).
@@ -242,6 +258,10 @@ class _Transfer:
             self._count("fresh", weighted)
             if layer.out_filters is not None:
                 return _Channels(None, np.arange(layer.out_filters))
+            if layer.kind == "flatten":  # the next layer sees H * W * C features the teacher did not
+                return _Channels(None, np.arange(int(np.prod(self._map_before(self.child_shapes, unit)))))
+            if layer.kind in archspec.TRANSITIONS:
+                return _Channels(None, channels.index)
             return channels
         if layer.kind in ("conv", "dense"):
             return self._conv_or_dense(unit, teacher_unit, channels)
@@ -293,9 +313,12 @@ class _Transfer:
                 self._count("fresh", 1)
         return _Channels(teacher_unit.index, outputs)
 
+    def _map_before(self, shapes, unit) -> Tuple[int, ...]:
+        return tuple(shapes[unit.start - 1]) if unit.start else self.input_shape
+
     def _flatten(self, unit, teacher_unit, channels: _Channels) -> _Channels:
-        child_map = self.child_shapes[unit.start - 1] if unit.start else self.input_shape
-        teacher_map = self.teacher_shapes[teacher_unit.start - 1] if teacher_unit.start else self.input_shape
+        child_map = self._map_before(self.child_shapes, unit)
+        teacher_map = self._map_before(self.teacher_shapes, teacher_unit)
         if channels.source is None or tuple(child_map[:2]) != tuple(teacher_map[:2]):
             return _Channels(None, np.arange(int(np.prod(child_map))))
         positions = int(child_map[0] * child_map[1])
@@ -317,7 +340,7 @@ class _Transfer:
             kernels = [1, layer.kernel, 1]
             widths = [layer.filters, layer.filters]
         last = self.tensors[f"{teacher_prefix}_conv{len(kernels)}"][0]
-        if layer.shortcut == "identity":
+        if _identity(layer):
             outputs = inputs
             if teacher_layer.shortcut != "identity" or outputs.max(initial=0) >= last.shape[-1]:
                 self._count("fresh", self._weighted_count(unit))
@@ -340,11 +363,18 @@ class _Transfer:
                 self._count(how, 2)
             else:
                 self._count("fresh", 2)
-        return _Channels(teacher_unit.index, outputs)
+        if _identity(layer):  # the same positions as its input (aligned only if the input was)
+            return _Channels(channels.source if how == "aligned" else None, outputs)
+        # A teacher identity block's outputs are its stage's channel positions.
+        source = self.teacher_source[teacher_unit.index] if _identity(teacher_layer) else teacher_unit.index
+        return _Channels(source, outputs)
 
     def _head(self, channels: _Channels) -> None:
         teacher_kernel, teacher_bias = self.tensors[keras_builder.LOGITS_NAME]
-        last = max((u.index for u in self.teacher_units if u.primary.out_filters is not None), default=INPUT)
+        last = INPUT  # the source of the features the teacher's head sees
+        for unit in self.teacher_units:
+            if unit.primary.out_filters is not None and not _identity(unit.primary):
+                last = unit.index
         inputs, how = self._inputs(channels, last, teacher_kernel.shape[0])
         if inputs is None:
             self._count("fresh", 1)

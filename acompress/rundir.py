@@ -55,6 +55,34 @@ def normalize(path: str) -> str:
     return path if not path or "://" in path else os.path.abspath(path)
 
 
+# Settings that do not change a run's results: a run directory resumes under other values of them.
+UNPINNED = ("corpus.groups_per_worker", "data.cache_dir", "proxy_data.cache_dir", "search_data.cache_dir")
+# Settings added after run directories were first written, with the value that a directory written before
+# they existed used, so those directories still resume when given the same settings.
+INTRODUCED = {"corpus.proxy.init": "scratch", "corpus.proxy.importance": "l1",
+              "corpus.proxy.recalibrate_batches": 0, "compress.finalist.init": "scratch",
+              "compress.finalist.recalibrate_batches": 20, "baseline.finalist.init": "scratch",
+              "baseline.finalist.recalibrate_batches": 20, "baseline.tuner.trial.init": "scratch",
+              "baseline.tuner.trial.recalibrate_batches": 20}
+
+
+def _comparable(config: Mapping[str, Any], stored: bool) -> dict:
+    """`config` (a JSON copy) without the UNPINNED settings and, for a stored one, with INTRODUCED filled in."""
+    out = json.loads(to_json(dict(config)))
+    for path in UNPINNED + (tuple(INTRODUCED) if stored else ()):
+        *parents, leaf = path.split(".")
+        node = out
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            continue
+        if path in UNPINNED:
+            node.pop(leaf, None)
+        else:
+            node.setdefault(leaf, INTRODUCED[path])
+    return out
+
+
 def prepare(output_dir: str, config: Mapping[str, Any], *, overwrite: bool = False,
             resume: bool = False, config_file: str = CONFIG_FILE) -> str:
     """Creates `output_dir` and writes config.json.
@@ -63,7 +91,9 @@ def prepare(output_dir: str, config: Mapping[str, Any], *, overwrite: bool = Fal
       output_dir: the directory (created with parents if missing).
       config: the resolved configuration (JSON-serialisable).
       overwrite: replace whatever the directory holds.
-      resume: keep what the directory holds; the stored config must equal `config`.
+      resume: keep what the directory holds; the stored config must equal `config`, apart from the
+        `UNPINNED` settings (a directory written before an `INTRODUCED` setting existed counts as
+        having its old value).
       config_file: the config's file name (binaries sharing a run directory use their own).
 
     Raises:
@@ -81,8 +111,8 @@ def prepare(output_dir: str, config: Mapping[str, Any], *, overwrite: bool = Fal
     if existing and overwrite:
         tf.io.gfile.rmtree(output_dir)
     elif existing and resume and tf.io.gfile.exists(config_path):
-        stored = read_json(config_path)
-        wanted = json.loads(to_json(dict(config)))
+        stored = _comparable(read_json(config_path), stored=True)
+        wanted = _comparable(config, stored=False)
         differing = sorted(key for key in set(stored) | set(wanted) if stored.get(key) != wanted.get(key))
         if differing:
             raise OutputExistsError(

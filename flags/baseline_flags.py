@@ -59,7 +59,7 @@ def corpus_child_epochs(flag_values) -> int:
     """What the corpus costs in child-epochs under these flags (the default search budget)."""
     replicated = corpus_generation.replicated_indices(flag_values.num_children, flag_values.replicate_fraction,
                                                       flag_values.seed)
-    return (flag_values.num_children + len(replicated)) * flag_values.proxy_epochs
+    return (flag_values.num_children + len(replicated)) * corpus_flags.proxy_epochs(flag_values)
 
 
 def budget_from_flags(flag_values) -> baselines.Budget:

@@ -11,6 +11,19 @@ from acompress import sampler
 # the teacher's weights, batch norm is recalibrated on 20 batches, then 2 epochs of Adam 1e-3 (cosine).
 # The library's ProxyConfig() stays the paper's scratch recipe, which needs no teacher.
 INHERITED = child_training.ProxyConfig(init="inherit", epochs=2, learning_rate=1e-3, recalibrate_batches=20)
+SCRATCH = child_training.ProxyConfig()  # 3 epochs, Adam 3e-3 cosine
+
+
+def recipe_defaults(flag_values) -> child_training.ProxyConfig:
+    """The defaults of the recipe --proxy_init names (what --proxy_epochs / --proxy_learning_rate fall back to)."""
+    return INHERITED if flag_values.proxy_init == child_training.INHERIT else SCRATCH
+
+
+def proxy_epochs(flag_values) -> int:
+    """--proxy_epochs, or the recipe's default."""
+    if flag_values.proxy_epochs is not None:
+        return flag_values.proxy_epochs
+    return recipe_defaults(flag_values).epochs
 
 
 def define_flags() -> None:
@@ -32,18 +45,19 @@ def define_flags() -> None:
     flags.DEFINE_integer("shard_index", 0, "This process's shard, in [0, num_shards).", lower_bound=0)
     flags.DEFINE_float("max_ratio", sampler.SamplerConfig().max_ratio, "Largest compression ratio the sampler "
                        "aims for (children are spread log-uniformly from 1x to it).", lower_bound=1.0)
-    flags.DEFINE_integer("proxy_epochs", INHERITED.epochs, "Epochs each child is trained (from scratch: >= 1; "
-                         "inherited: >= 0, where 0 labels the inherited child after BN recalibration only).",
+    flags.DEFINE_integer("proxy_epochs", None, "Epochs each child is trained (from scratch: >= 1; "
+                         f"inherited: >= 0, where 0 labels the inherited child after BN recalibration only). "
+                         f"Default: the recipe's ({INHERITED.epochs} inherited, {SCRATCH.epochs} from scratch).",
                          lower_bound=0)
     flags.DEFINE_enum("proxy_init", INHERITED.init, list(child_training.INITS), "Where a child's weights start: "
                       "inherit (the teacher's most important filters, kernel centres; see acompress.inheritance) "
-                      "or scratch (random: the paper's recipe, whose measured settings are --proxy_epochs=3 "
-                      "--proxy_learning_rate=0.003). The corpus metadata pins it.")
+                      "or scratch (random: the paper's recipe). The corpus metadata pins it.")
     flags.DEFINE_enum("proxy_importance", proxy.importance, ["l1", "bn_scale"], "Inherited children: which "
                       "teacher filters a narrowed layer keeps (l1: largest L1 norm; bn_scale: largest |BN gamma|).")
     flags.DEFINE_integer("recalibrate_batches", INHERITED.recalibrate_batches, "Inherited children: training batches their batch-norm "
                          "statistics are recomputed on before fine-tuning (0: keep the teacher's).", lower_bound=0)
-    flags.DEFINE_float("proxy_learning_rate", INHERITED.learning_rate, "Children's peak learning rate (Adam).",
+    flags.DEFINE_float("proxy_learning_rate", None, "Children's peak learning rate (Adam). Default: the "
+                       f"recipe's ({INHERITED.learning_rate:g} inherited, {SCRATCH.learning_rate:g} from scratch).",
                        lower_bound=0.0)
     flags.DEFINE_enum("proxy_schedule", proxy.schedule, ["cosine", "constant"], "Children's LR schedule.")
     flags.DEFINE_float("proxy_fraction", 1.0, "Share of the (--train_fraction) training split children train on "
@@ -63,7 +77,9 @@ def corpus_config_from_flags(flag_values) -> corpus_generation.CorpusConfig:
         raise ValueError(f"--shard_index={flag_values.shard_index} must be below --num_shards="
                          f"{flag_values.num_shards}")
     proxy = child_training.ProxyConfig(
-        epochs=flag_values.proxy_epochs, learning_rate=flag_values.proxy_learning_rate,
+        epochs=proxy_epochs(flag_values),
+        learning_rate=(recipe_defaults(flag_values).learning_rate if flag_values.proxy_learning_rate is None
+                       else flag_values.proxy_learning_rate),
         schedule=flag_values.proxy_schedule, pack=flag_values.pack, distill=flag_values.distill,
         distill_alpha=flag_values.distill_alpha, distill_temperature=flag_values.distill_temperature,
         bn_momentum=flag_values.bn_momentum, init=flag_values.proxy_init,

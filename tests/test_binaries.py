@@ -157,6 +157,29 @@ def test_rerun_resumes_without_training_again(smoke):
     assert f"0 of {SMOKE_TRAININGS} trainings to do" in result.stderr
 
 
+def test_a_run_directory_from_before_inheritance_and_workers_still_resumes(smoke, tmp_path):
+    """config.json without the settings added since (recipe fields, workers, decode cache) is the same run
+    when the flags give their old values; settings that change no result (--groups_per_worker) may differ."""
+    copy = str(tmp_path / "old_run")
+    shutil.copytree(smoke["output_dir"], copy)
+    config_path = os.path.join(copy, "config.json")
+    with open(config_path) as handle:  # the copy's own paths
+        config = json.loads(handle.read().replace(smoke["output_dir"], copy))
+    for key in ("init", "importance", "recalibrate_batches"):
+        config["corpus"]["proxy"].pop(key)
+    config["corpus"].pop("groups_per_worker")
+    for section in ("data", "proxy_data"):
+        config[section].pop("cache_dir")
+    with open(config_path, "w") as handle:
+        json.dump(config, handle)
+    result = generate_corpus(copy, "--groups_per_worker=3")
+    assert result.returncode == 0, describe(result)
+    assert f"0 of {SMOKE_TRAININGS} trainings to do" in result.stderr
+    # Under the inherited recipe it is another run: refused, naming the section.
+    refused = generate_corpus(copy, "--proxy_init=inherit")
+    assert_one_line_error(refused, "differs in: corpus")
+
+
 def test_other_seed_on_the_same_output_dir_fails_in_one_line(smoke):
     config_before = read_json(os.path.join(smoke["output_dir"], "config.json"))
     result = generate_corpus(smoke["output_dir"], "--seed=1")

@@ -2,6 +2,8 @@
 
 import math
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -70,16 +72,18 @@ def test_a_new_worker_trains_each_group_when_groups_per_worker_is_one(one_group_
     assert len(set(pids)) == 2 and os.getpid() not in pids
 
 
-def test_a_group_whose_worker_keeps_dying_is_recorded_failed(search, in_process, tmp_path, monkeypatch):
+def test_a_child_that_keeps_killing_its_worker_is_recorded_failed_and_its_group_mates_are_not(
+        search, in_process, tmp_path, monkeypatch):
     monkeypatch.setenv(child_workers.KILL_CHILD_ENV, str(INDICES[3]))
     groups = []
     results = in_workers(search, tmp_path, max_retries=1, on_result=groups.append)
     assert [r.index for r in results] == INDICES
-    assert [r.status for r in results] == [child_training.OK] * 2 + [child_training.FAILED] * 2
-    assert [r.val_accuracy for r in results[:2]] == [r.val_accuracy for r in in_process[:2]]
-    for r in results[2:]:
-        assert math.isnan(r.val_accuracy) and r.epochs == 0
-        assert r.reason == "worker process died (exit code -9) while training this group; retried 1 time(s)"
+    # The group dies twice, then its children are trained one at a time: only the culprit fails.
+    assert [r.status for r in results] == [child_training.OK] * 3 + [child_training.FAILED]
+    assert [r.val_accuracy for r in results[:3]] == [r.val_accuracy for r in in_process[:3]]
+    assert math.isnan(results[3].val_accuracy) and results[3].epochs == 0
+    assert results[3].reason == ("worker process died (exit code -9) while training this child alone; "
+                                 "retried 1 time(s)")
     assert [r.seed for r in results] == [r.seed for r in in_process]
     assert [[r.index for r in group] for group in groups] == [INDICES[:2], INDICES[2:]]
 
@@ -119,3 +123,18 @@ def test_bad_arguments_are_refused_before_any_worker_starts(search, tmp_path):
         in_workers(search, tmp_path, groups_per_worker=0)
     with pytest.raises(TypeError, match="SearchSplits"):
         child_workers.train_children_in_workers(CHILDREN, INDICES, data.load(DATA), CONFIG, batch_size=64, seed=0)
+
+
+def test_a_script_without_a_main_guard_gets_a_clear_error(tmp_path):
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from acompress import child_training, child_workers, data\n"
+        "from tests import test_child_workers as t\n"
+        "search = data.load(t.DATA).for_search()\n"
+        "child_workers.train_children_in_workers(t.CHILDREN[:1], t.INDICES[:1], search, t.CONFIG, batch_size=64,\n"
+        f"                                        seed=0, work_dir={str(tmp_path)!r})\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": root}, cwd=root)
+    assert result.returncode != 0
+    assert "WorkerStartError" in result.stderr and 'if __name__ == "__main__":' in result.stderr, result.stderr[-3000:]

@@ -166,6 +166,61 @@ def test_residual_children_inherit_the_teachers_block_tensors():
         assert np.isfinite(model.predict(x, verbose=0)).all()
 
 
+def test_a_child_with_another_transition_gets_a_fresh_head():
+    gap_teacher = a.ArchSpec([a.conv_bn_act(8), a.maxpool(), a.gap()])
+    flat_teacher = a.ArchSpec([a.conv_bn_act(8), a.maxpool(), a.flatten()])
+    # Teacher gap, child flatten: the head sees 4 x 4 x 8 features where the teacher's saw 8: fresh.
+    tensors = inheritance.canonical_weights(build(gap_teacher), gap_teacher, SHAPE, CLASSES)
+    child, report = child_of(gap_teacher, flat_teacher, tensors)
+    np.testing.assert_array_equal(weights(child, "logits")[0], weights(build(flat_teacher, seed=7), "logits")[0])
+    np.testing.assert_array_equal(weights(child, "l0_conv")[0], tensors["l0_conv"][0])
+    assert report.aligned == 2 and report.fresh == 1
+    # Teacher flatten, child gap: 8 features where the teacher's head had 128: the positional fallback.
+    tensors = inheritance.canonical_weights(build(flat_teacher), flat_teacher, SHAPE, CLASSES)
+    child, report = child_of(flat_teacher, gap_teacher, tensors)
+    np.testing.assert_array_equal(weights(child, "logits")[0], tensors["logits"][0][:8])
+    assert report.aligned == 2 and report.positional == 1 and report.fresh == 0
+
+
+def test_removing_an_identity_block_keeps_the_next_layers_aligned():
+    spec = a.ArchSpec([a.conv_bn_act(32), a.basic(32), a.basic(32), a.gap()])
+    tensors = inheritance.canonical_weights(build(spec, seed=1), spec, SHAPE, CLASSES)
+    child_spec = sampler.apply_choices(spec, removed_units=(1,), width_multipliers={0: 0.5})
+    child, report = child_of(spec, child_spec, tensors)
+    assert report.positional == 0 and report.fresh == 0
+    kept = np.sort(np.argsort(-np.abs(tensors["l0_conv"][0]).sum(axis=(0, 1, 2)), kind="stable")[:16])
+    # The remaining identity block and the head take exactly the stem's kept channels.
+    # The two teacher blocks are the same shape: the remaining one pairs with the first (the earliest).
+    conv1 = tensors["l3_block_conv1"][0]
+    mid = np.sort(np.argsort(-np.abs(conv1).sum(axis=(0, 1, 2)), kind="stable")[:16])
+    np.testing.assert_array_equal(weights(child, "l3_block_conv1")[0], conv1[:, :, kept][..., mid])
+    np.testing.assert_array_equal(weights(child, "l3_block_conv2")[0],
+                                  tensors["l3_block_conv2"][0][:, :, mid][..., kept])  # identity: out = in
+    np.testing.assert_array_equal(weights(child, "logits")[0], tensors["logits"][0][kept])
+
+
+def test_a_teacher_whose_layer_order_is_not_the_specs_is_refused():
+    """A user's residual block listing the shortcut before the main path (same shapes): pairing by order
+    would give the block's last convolution the shortcut's weights, so it is refused, not mis-copied."""
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    inputs = keras.Input(SHAPE)
+    stem = layers.Activation("relu")(layers.BatchNormalization()(layers.Conv2D(8, 3, padding="same")(inputs)))
+    y = layers.Activation("relu")(layers.BatchNormalization()(layers.Conv2D(8, 1, use_bias=False)(stem)))
+    y = layers.Activation("relu")(layers.BatchNormalization()(layers.Conv2D(8, 3, padding="same",
+                                                                           use_bias=False)(y)))
+    shortcut = layers.BatchNormalization()(layers.Conv2D(32, 1, use_bias=False)(stem))  # made before conv3
+    y = layers.BatchNormalization()(layers.Conv2D(32, 1, use_bias=False)(y))
+    y = layers.Activation("relu")(layers.Add()([shortcut, y]))
+    outputs = layers.Dense(CLASSES, activation="softmax")(layers.GlobalAveragePooling2D()(y))
+    model = keras.Model(inputs, outputs)
+    randomise_statistics(model)
+    spec = a.ArchSpec([a.conv_bn_act(8), a.bottleneck(8, shortcut="projection"), a.gap()])
+    assert spec.count_params(SHAPE, CLASSES) == model.count_params()
+    with pytest.raises(ValueError, match="cannot line up the layers"):
+        inheritance.canonical_weights(model, spec, SHAPE, CLASSES)
+
+
 def test_a_block_switched_to_a_projection_gets_a_fresh_projection():
     spec = a.ArchSpec([a.conv_bn_act(32), a.basic(32), a.gap()])
     tensors = inheritance.canonical_weights(build(spec), spec, SHAPE, CLASSES)
