@@ -72,6 +72,7 @@ def test_a_new_worker_trains_each_group_when_groups_per_worker_is_one(one_group_
     assert len(set(pids)) == 2 and os.getpid() not in pids
 
 
+@pytest.mark.slow  # several worker starts; .ci/run runs it
 def test_a_child_that_keeps_killing_its_worker_is_recorded_failed_and_its_group_mates_are_not(
         search, in_process, tmp_path, monkeypatch):
     monkeypatch.setenv(child_workers.KILL_CHILD_ENV, str(INDICES[3]))
@@ -88,6 +89,7 @@ def test_a_child_that_keeps_killing_its_worker_is_recorded_failed_and_its_group_
     assert [[r.index for r in group] for group in groups] == [INDICES[:2], INDICES[2:]]
 
 
+@pytest.mark.slow  # several worker starts; .ci/run runs it
 def test_a_group_whose_worker_died_once_is_retried(search, in_process, tmp_path, monkeypatch):
     marker = tmp_path / "killed"
     monkeypatch.setenv(child_workers.KILL_CHILD_ENV, str(INDICES[0]))
@@ -125,6 +127,7 @@ def test_bad_arguments_are_refused_before_any_worker_starts(search, tmp_path):
         child_workers.train_children_in_workers(CHILDREN, INDICES, data.load(DATA), CONFIG, batch_size=64, seed=0)
 
 
+@pytest.mark.slow  # several worker starts; .ci/run runs it
 def test_a_script_without_a_main_guard_gets_a_clear_error(tmp_path):
     script = tmp_path / "unguarded.py"
     script.write_text(

@@ -289,6 +289,7 @@ def test_metadata_does_not_pin_packing_or_data_location(splits):
     assert corpus_generation.make_metadata(TEACHER, DATA, info, retrained, space, SEED) != base
 
 
+@pytest.mark.slow  # three worker starts; .ci/run runs it
 def test_worker_processes_store_the_same_corpus(generated, splits, tmp_path):
     """--groups_per_worker: every group in a worker process (replaced after each group), same records."""
     directory = str(tmp_path / "corpus")
