@@ -898,7 +898,7 @@ def run_baseline(config: BaselineConfig, teacher_spec: archspec.ArchSpec, splits
       ValueError: no trial completed (the budget is too small), or no finalist trained.
     """
     info = splits.info
-    finalists.check_teacher(config.finalist, teacher_model)  # before the search, not after it
+    finalists.check_teacher(config.finalist, teacher_model, strategy)  # before the search, not after it
     teacher_accuracy = float(teacher_metrics["val_accuracy"])
     outcome = None
     scaling = None

@@ -270,7 +270,7 @@ def compress(embedding: embedding_lib.Embedding, stored_corpus: corpus_lib.Corpu
     Raises:
       TargetUnreachableError: no candidate reaches ``target_ratio``.
     """
-    finalists_lib.check_teacher(config.finalist, teacher_model)  # before any search work, not after it
+    finalists_lib.check_teacher(config.finalist, teacher_model, strategy)  # before any search work, not after it
     proxy_entry = dict(stored_corpus.metadata["proxy"])
     if proxy_entry.get("init") == child_training.INHERIT:
         if teacher_model is None:

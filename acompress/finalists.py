@@ -280,11 +280,15 @@ def _inherit(model, spec, teacher_model, train: tf.data.Dataset, info: data.Data
                  report.to_dict(), used)
 
 
-def check_teacher(config: FinalistConfig, teacher_model: Optional[keras.Model]) -> None:
-    """Raises ValueError when `config` needs the trained teacher (distillation, inheritance) and none is given."""
+def check_teacher(config: FinalistConfig, teacher_model: Optional[keras.Model], strategy=None) -> None:
+    """Raises ValueError when `config` needs the trained teacher (distillation, inheritance) and none is
+    given, or inherits under a multi-replica strategy (not supported yet)."""
     if (config.distill or config.init == "inherit") and teacher_model is None:
         raise ValueError(f"finalists with distill={config.distill}, init={config.init!r} need the trained teacher "
                          "(teacher_model); use init='scratch' without one")
+    if config.init == "inherit" and distribution.replicas(strategy) > 1:
+        raise ValueError("inherited finalists are not supported under a multi-replica strategy yet; use "
+                         "--finalist_init=scratch (and --proxy_init=scratch) there")
 
 
 def train_finalists(specs: Sequence[archspec.ArchSpec], splits: data.Splits, data_config: data.DataConfig,
@@ -314,7 +318,7 @@ def train_finalists(specs: Sequence[archspec.ArchSpec], splits: data.Splits, dat
     Returns:
       One FinalistResult per spec, in order.
     """
-    check_teacher(config, teacher_model)
+    check_teacher(config, teacher_model, strategy)
     results = []
     for number, spec in enumerate(specs, start=1):
         result = _train_one(spec, splits, data_config, config, seed, teacher_model, keep_models, strategy)

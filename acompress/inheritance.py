@@ -253,9 +253,8 @@ class _Transfer:
 
     def _unit(self, unit: sampler.Unit, teacher_unit: Optional[sampler.Unit], channels: _Channels) -> _Channels:
         layer = unit.primary
-        weighted = self._weighted_count(unit)
         if teacher_unit is None:
-            self._count("fresh", weighted)
+            self._count("fresh", self._weighted_count(unit))
             if layer.out_filters is not None:
                 return _Channels(None, np.arange(layer.out_filters))
             if layer.kind == "flatten":  # the next layer sees H * W * C features the teacher did not

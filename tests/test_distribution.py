@@ -331,7 +331,8 @@ def test_two_workers_run_the_whole_pipeline_together(tmp_path):
     # decision (candidates, refinement picks, finalists, the choice) is the same on both, so they
     # never wait on each other, and both report the same network. ~5 min alone on 2 cores.
     output_dir = str(tmp_path / "run")
-    outputs = run_workers("pipeline", [SMOKE, f"--output_dir={output_dir}", "--embedding_epochs=5",
+    outputs = run_workers("pipeline", [SMOKE, f"--output_dir={output_dir}", "--finalist_init=scratch",
+                                       "--embedding_epochs=5",
                                        "--unlabeled_architectures=64", "--refine_children=4", "--refine_epochs=3",
                                        "--finalist_epochs=2", "--num_finalists=2"])
     for code, _, stderr in outputs:

@@ -344,3 +344,16 @@ def test_an_inherited_finalist_starts_from_the_teacher(trained):
     assert summary["val_accuracy"] > accuracy - 0.05
     with pytest.raises(ValueError, match="need the trained teacher"):
         finalists.train_spec(SMALL_TEACHER, train, validation, splits.info, config, seed=0)
+
+
+def test_inheritance_under_several_replicas_is_refused_before_any_work(trained):
+    import types  # pylint: disable=import-outside-toplevel
+    _, model, _ = trained
+    two_replicas = types.SimpleNamespace(num_replicas_in_sync=2)
+    with pytest.raises(ValueError, match="not supported under a multi-replica strategy"):
+        finalists.check_teacher(finalists.inherited(), model, two_replicas)
+    finalists.check_teacher(finalists.FinalistConfig(), model, two_replicas)  # scratch: fine
+    with pytest.raises(ValueError, match="not supported under a multi-replica strategy"):
+        child_training.train_children([SMALL_TEACHER], [0], data.load(DATA).for_search(),
+                                      child_training.ProxyConfig(init="inherit"), batch_size=64, seed=0,
+                                      teacher=model, strategy=two_replicas)
