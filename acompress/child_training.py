@@ -136,6 +136,11 @@ class ProxyConfig:
                 out.pop(key)
         return out
 
+    @property
+    def needs_teacher(self) -> bool:
+        """Whether training with this config needs the trained teacher (distillation or inheritance)."""
+        return self.distill or self.init == INHERIT
+
     @classmethod
     def from_recipe(cls, recipe: dict, **extra) -> "ProxyConfig":
         """The config a stored recipe describes (`recipe` plus `extra`, e.g. pack)."""

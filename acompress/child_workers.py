@@ -134,7 +134,7 @@ def train_children_in_workers(specs: Sequence[archspec.ArchSpec], indices: Seque
     if not isinstance(search, data.SearchSplits):
         raise TypeError(f"train_children_in_workers takes data.SearchSplits (Splits.for_search()), "
                         f"got {type(search).__name__}")
-    if (config.distill or config.init == child_training.INHERIT) and teacher_path is None:
+    if config.needs_teacher and teacher_path is None:
         raise ValueError("distillation and init='inherit' need the trained teacher (teacher_path)")
     if teacher_path is not None and not os.path.exists(teacher_path):
         raise FileNotFoundError(f"no Keras model at {teacher_path!r}: the file does not exist")

@@ -123,7 +123,8 @@ def dataset_entry(data_config: data.DataConfig, info: data.DatasetInfo) -> Dict[
     """The metadata's "dataset": which data, split and preprocessed how. Not pinned: where the
     data lives and how it is read (data_dir, download, cache, the source path), so machines
     with other paths share a corpus."""
-    dataset_config = {k: v for k, v in data_config.to_dict().items() if k not in ("data_dir", "download", "cache", "cache_dir")}
+    unpinned = ("data_dir", "download", "cache", "cache_dir")
+    dataset_config = {k: v for k, v in data_config.to_dict().items() if k not in unpinned}
     dataset_info = {k: v for k, v in info.to_dict().items() if k != "source"}
     return {"name": info.name, "config": dataset_config, "info": dataset_info}
 
@@ -178,7 +179,8 @@ def generate(corpus_dir: str, teacher: archspec.ArchSpec, search: data.SearchSpl
       config: the corpus to make.
       seed: the run seed: sampling and every child's initialisation derive from it.
       space: the search space; default `search_space_for(teacher)`.
-      teacher_model: the trained teacher, needed to distil (`config.proxy.distill`) and for inherited children (`config.proxy.init`).
+      teacher_model: the trained teacher, needed to distil (`config.proxy.distill`) and for inherited
+        children (`config.proxy.init`).
       strategy: the `tf.distribute.Strategy` children train under (None: one device). Shards
         (`config.shard_index`) split the children across processes; a strategy splits each
         child's batches across devices or workers.
@@ -232,15 +234,16 @@ def _trainer(config: CorpusConfig, teacher_model, strategy):
     teacher saved once for them. A strategy always trains in this process (its devices and workers are
     this process's), and so does a machine with a GPU: this process already holds the device's memory, and
     a worker could not get any."""
-    if config.groups_per_worker and strategy is None and tf.config.list_physical_devices("GPU"):
+    in_process = not config.groups_per_worker or strategy is not None
+    if not in_process and tf.config.list_physical_devices("GPU"):
         logging.info("a GPU is visible: children train in this process (--groups_per_worker ignored)")
-    if not config.groups_per_worker or strategy is not None or tf.config.list_physical_devices("GPU"):
+        in_process = True
+    if in_process:
         yield functools.partial(child_training.train_children, teacher=teacher_model, strategy=strategy)
         return
     with tempfile.TemporaryDirectory(prefix="acompress_teacher_") as directory:
         teacher_path = None
-        needed = config.proxy.distill or config.proxy.init == child_training.INHERIT
-        if teacher_model is not None and needed:  # workers load it (~1 s) only when they use it
+        if teacher_model is not None and config.proxy.needs_teacher:  # workers load it only when they use it
             teacher_path = os.path.join(directory, "teacher.keras")
             teacher_model.save(teacher_path)
         yield functools.partial(child_workers.train_children_in_workers, teacher_path=teacher_path,
