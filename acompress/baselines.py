@@ -1,4 +1,5 @@
-"""Baselines: Keras Tuner searches over the corpus sampler's child space, and uniform width scaling.
+"""Baselines: Keras Tuner searches over the corpus sampler's child space, uniform width scaling and
+L1-norm filter pruning.
 
 The latent search is judged against searches that see the **same children** and
 spend the **same budget**:
@@ -16,6 +17,10 @@ spend the **same budget**:
 * ``uniform``: every width of the teacher times one ``alpha``, the largest alpha
   whose network is at least `target_ratio` times smaller (`uniform_width_scaling`),
   trained as the single finalist. No search, no budget.
+* ``l1_prune``: L1-norm filter pruning of the trained teacher (Li et al., 2017) to
+  `target_ratio`, per-layer rates from a sensitivity analysis on the validation split
+  (`acompress.pruning`), fine-tuned as the single finalist. Its budget is the
+  sensitivity analysis: ``budget.evaluations`` pruned networks scored without training.
 
 The child space
 ---------------
@@ -92,7 +97,8 @@ Result schema (``result.json``, shared by every method, the latent search includ
 ``schema_version``
     1.
 ``method``
-    ``random`` | ``hyperband`` | ``bayesian`` | ``uniform`` (the latent search writes its own name).
+    ``random`` | ``hyperband`` | ``bayesian`` | ``uniform`` | ``l1_prune`` (the latent search writes
+    its own name).
 ``seed``
     the run's one seed; ``tuner_seed``: the seed Keras Tuner was given (``seed + 1``,
     because Keras Tuner treats 0 as "no seed"), null without a tuner.
@@ -122,6 +128,9 @@ Result schema (``result.json``, shared by every method, the latent search includ
     limits (null: none) and what the finalists cost on top.
 ``uniform``
     for ``uniform`` only: ``{alpha, target_ratio, reached}``.
+``pruning``
+    for ``l1_prune`` only: `pruning.Pruning.to_dict` (the kept fractions, the
+    sensitivity table, its cost).
 """
 
 import contextlib
@@ -144,15 +153,16 @@ from acompress import data
 from acompress import finalists
 from acompress import keras_builder
 from acompress import progress
+from acompress import pruning as pruning_lib
 from acompress import rundir
 from acompress import sampler
 from acompress import search_space
 from acompress import training
 
 SCHEMA_VERSION = 1
-RANDOM, HYPERBAND, BAYESIAN, UNIFORM = "random", "hyperband", "bayesian", "uniform"
+RANDOM, HYPERBAND, BAYESIAN, UNIFORM, L1_PRUNE = "random", "hyperband", "bayesian", "uniform", "l1_prune"
 TUNER_METHODS = (RANDOM, HYPERBAND, BAYESIAN)
-METHODS = TUNER_METHODS + (UNIFORM,)
+METHODS = TUNER_METHODS + (UNIFORM, L1_PRUNE)
 LOG_TRADEOFF, TARGET, N2N = "log_tradeoff", "target", "n2n"
 OBJECTIVES = (LOG_TRADEOFF, TARGET, N2N)
 SCORE = "score"  # the Keras Tuner objective every trial reports (maximised)
@@ -415,6 +425,7 @@ class BaselineConfig:
       finalist: how finalists are trained (the teacher's budget).
       num_finalists: distinct networks retrained after the search.
       max_accuracy_drop: `finalists.choose`'s tolerance (0.01 = one point).
+      pruning: the sensitivity analysis of ``l1_prune`` (`acompress.pruning`).
     """
 
     method: str = RANDOM
@@ -423,6 +434,7 @@ class BaselineConfig:
     finalist: finalists.FinalistConfig = dataclasses.field(default_factory=finalists.inherited)
     num_finalists: int = DEFAULT_NUM_FINALISTS
     max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP
+    pruning: pruning_lib.PruningConfig = dataclasses.field(default_factory=pruning_lib.PruningConfig)
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -437,7 +449,7 @@ class BaselineConfig:
     def to_dict(self) -> dict:
         return {"method": self.method, "tuner": self.tuner.to_dict(), "budget": self.budget.to_dict(),
                 "finalist": self.finalist.to_dict(), "num_finalists": self.num_finalists,
-                "max_accuracy_drop": self.max_accuracy_drop}
+                "max_accuracy_drop": self.max_accuracy_drop, "pruning": self.pruning.to_dict()}
 
 
 # -- oracles with a budget ------------------------------------------------------------------------
@@ -602,7 +614,7 @@ class _TrialRunner:
         train, validation = data.search_datasets(self.search, self.data_config)
         model, summary = finalists.train_spec(spec, train, validation, self.search.info, recipe, seed=seed,
                                               teacher_model=self.teacher_model, initial_weights=weights,
-                                              name=f"trial_{trial.trial_id}", strategy=self.strategy)
+                                              name=f"trial_{trial.trial_id}", strategy=self.strategy, log_epochs=False)
         params = spec.count_params(self.hypermodel.input_shape, self.hypermodel.num_classes)
         metrics = {"child_epochs": float(summary["epochs"]), "params": float(params),
                    "flops": float(spec.count_flops(self.hypermodel.input_shape, self.hypermodel.num_classes)),
@@ -902,7 +914,18 @@ def run_baseline(config: BaselineConfig, teacher_spec: archspec.ArchSpec, splits
     teacher_accuracy = float(teacher_metrics["val_accuracy"])
     outcome = None
     scaling = None
-    if config.method == UNIFORM:
+    pruned = None
+    if config.method == L1_PRUNE:
+        if teacher_model is None:
+            raise ValueError("l1_prune prunes the trained teacher: it needs teacher_model")
+        if config.finalist.init != "inherit":
+            logging.warning("l1_prune with finalist init %r trains the pruned structure from scratch, not the "
+                            "pruned teacher (Li et al. fine-tune it: --finalist_init=inherit)", config.finalist.init)
+        pruned = pruning_lib.prune(teacher_model, search or splits.for_search(), search_data_config or data_config,
+                               target_ratio=config.tuner.target_ratio, config=config.pruning,
+                               bn_momentum=config.finalist.bn_momentum)
+        candidates = [pruned.spec]
+    elif config.method == UNIFORM:
         scaling = uniform_width_scaling(teacher_spec, info.input_shape, info.num_classes,
                                         target_ratio=config.tuner.target_ratio)
         logging.info("uniform width scaling: alpha %.4f, %d params (%.1fx)%s", scaling.alpha, scaling.params,
@@ -924,7 +947,7 @@ def run_baseline(config: BaselineConfig, teacher_spec: archspec.ArchSpec, splits
                                          directory=os.path.join(directory, FINALISTS_DIR), strategy=strategy)
     chosen = finalists.choose(results, teacher_accuracy=teacher_accuracy,
                               max_accuracy_drop=config.max_accuracy_drop)
-    return _result(config, seed, teacher_spec, info, teacher_metrics, outcome, scaling, results, chosen)
+    return _result(config, seed, teacher_spec, info, teacher_metrics, outcome, scaling, results, chosen, pruned)
 
 
 def _train_finalists_resumable(specs, splits, data_config, config, *, seed, teacher_model, directory,
@@ -957,7 +980,7 @@ def _finalist_record(result: finalists.FinalistResult, teacher_params: int) -> d
 
 
 def _result(config: BaselineConfig, seed, teacher_spec, info, teacher_metrics, outcome: Optional[TunerOutcome],
-            scaling: Optional[UniformScaling], results, chosen) -> dict:
+            scaling: Optional[UniformScaling], results, chosen, pruned: Optional[pruning_lib.Pruning] = None) -> dict:
     teacher_params = teacher_spec.count_params(info.input_shape, info.num_classes)
     teacher_accuracy = float(teacher_metrics["val_accuracy"])
     chosen_record = _finalist_record(chosen, teacher_params)
@@ -968,6 +991,9 @@ def _result(config: BaselineConfig, seed, teacher_spec, info, teacher_metrics, o
     else:
         budget = {"wall_seconds": 0.0, "child_epochs": 0, "trials": 0, "trial_seconds": 0.0, "wall_limit": None,
                   "epoch_limit": None, "trial_limit": None}
+    if pruned is not None:
+        budget["wall_seconds"] = pruned.seconds
+        budget["evaluations"] = pruned.evaluations
     budget["finalist_epochs"] = sum(result.epochs for result in results)
     budget["finalist_seconds"] = sum(result.train_seconds for result in results)
     out = {
@@ -991,4 +1017,6 @@ def _result(config: BaselineConfig, seed, teacher_spec, info, teacher_metrics, o
     }
     if scaling is not None:
         out["uniform"] = {"alpha": scaling.alpha, "target_ratio": scaling.target_ratio, "reached": scaling.reached}
+    if pruned is not None:
+        out["pruning"] = pruned.to_dict()
     return out

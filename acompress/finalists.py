@@ -221,8 +221,8 @@ class _Distiller(keras.Model):
 def train_spec(spec: archspec.ArchSpec, train: tf.data.Dataset, validation: Optional[tf.data.Dataset],
                info: data.DatasetInfo, config: FinalistConfig, *, seed: int,
                teacher_model: Optional[keras.Model] = None, initial_weights: Optional[str] = None,
-               name: Optional[str] = None, strategy: Optional[tf.distribute.Strategy] = None
-               ) -> Tuple[keras.Model, Dict]:
+               name: Optional[str] = None, strategy: Optional[tf.distribute.Strategy] = None,
+               log_epochs: bool = True) -> Tuple[keras.Model, Dict]:
     """Builds `spec`, trains it with `config` and returns (model, summary).
 
     Args:
@@ -237,6 +237,7 @@ def train_spec(spec: archspec.ArchSpec, train: tf.data.Dataset, validation: Opti
         Hyperband trial), or None to start from the seeded initialisation.
       name: the model's name.
       strategy: the `tf.distribute.Strategy` to train under (None: one device).
+      log_epochs: log one progress line per epoch (`training.EpochLog`).
 
     Returns:
       The trained model (softmax outputs) and `training.fit`'s summary: ``epochs``,
@@ -262,7 +263,8 @@ def train_spec(spec: archspec.ArchSpec, train: tf.data.Dataset, validation: Opti
         if config.distill:
             trained = _Distiller(keras_builder.logits_model(model), keras_builder.logits_model(teacher_model),
                                  config.distill_alpha, config.distill_temperature)
-    summary = training.fit(trained, train, validation, config.train, strategy=strategy)
+    summary = training.fit(trained, train, validation, config.train, strategy=strategy,
+                           callbacks=[training.EpochLog(model.name)] if log_epochs else ())
     if not summary["diverged"] and not all(np.isfinite(w).all() for w in model.get_weights()):
         summary["diverged"] = True  # e.g. non-finite batch norm statistics
         summary["diverged_epoch"] = summary["epochs"]

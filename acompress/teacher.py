@@ -92,8 +92,8 @@ def train(teacher: Teacher, train_data, validation_data, input_shape: Sequence[i
     with distribution.scope(strategy):
         model = keras_builder.build_model(teacher.spec, input_shape, num_classes, bn_momentum=bn_momentum,
                                           name="teacher")
-    summary = training.fit(model, train_data, validation_data, config, callbacks=callbacks, verbose=verbose,
-                           strategy=strategy)
+    summary = training.fit(model, train_data, validation_data, config,
+                           callbacks=[training.EpochLog("teacher"), *callbacks], verbose=verbose, strategy=strategy)
     return model, summary
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from acompress import distribution
+from acompress import progress
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine")
@@ -110,6 +111,27 @@ class _StopOnNaN(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             self.diverged_at = batch
             self.model.stop_training = True
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Logs one line per epoch (losses, accuracies, elapsed time, ETA): progress on long trainings."""
+
+    def __init__(self, label: str):
+        super().__init__()
+        self.label = label
+        self._start = None
+
+    def on_train_begin(self, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        done = epoch + 1
+        total = self.params.get("epochs") or done
+        elapsed = time.perf_counter() - self._start
+        metrics = " ".join(f"{key} {float(value):.4f}" for key, value in sorted((logs or {}).items())
+                           if key != "learning_rate")
+        logging.info("%s: epoch %d/%d %s elapsed %s ETA %s", self.label, done, total, metrics,
+                     progress.format_seconds(elapsed), progress.format_seconds(elapsed / done * (total - done)))
 
 
 def fit(model: keras.Model, train: tf.data.Dataset, validation: Optional[tf.data.Dataset],

@@ -1,4 +1,4 @@
-"""Flags for the Keras Tuner baselines and uniform width scaling (`acompress.baselines`).
+"""Flags for the Keras Tuner baselines, uniform width scaling and L1 filter pruning (`acompress.baselines`).
 
 Distillation and the trials' training data reuse the corpus flags (`corpus_flags`):
 ``--distill``, ``--distill_alpha`` and ``--distill_temperature`` distil the trials and
@@ -12,6 +12,7 @@ from absl import flags
 from acompress import baselines
 from acompress import corpus_generation
 from acompress import finalists
+from acompress import pruning
 from acompress.flags import corpus_flags
 from acompress.flags import target_flags
 from acompress.flags import teacher_flags
@@ -28,7 +29,8 @@ def define_flags() -> None:
     flags.DEFINE_enum("method", baselines.RANDOM, baselines.METHODS,
                       "random / hyperband / bayesian: a Keras Tuner search over the teacher's child space (the "
                       "corpus sampler's), then finalists; uniform: every width times one alpha, the largest that "
-                      "meets --target_ratio.")
+                      "meets --target_ratio; l1_prune: L1-norm filter pruning of the trained teacher to --target_ratio, "
+                      "per-layer rates from a sensitivity analysis (acompress.pruning), then the finalist fine-tune.")
     flags.DEFINE_enum("objective", defaults.objective, baselines.OBJECTIVES,
                       "What a trial maximises (A: validation accuracy, r: compression ratio). log_tradeoff: "
                       "A + tradeoff * log2(r); target: A if r >= --target_ratio, else below every child that "
@@ -49,6 +51,12 @@ def define_flags() -> None:
                          "(its max_epochs is --trial_epochs).", lower_bound=2)
     flags.DEFINE_integer("bayesian_initial_points", None, "Random trials before Bayesian optimisation's "
                          "Gaussian process (default: 3 x the number of hyperparameters).", lower_bound=1)
+    pruning_defaults = pruning.PruningConfig()
+    flags.DEFINE_list("pruning_grid", [f"{value:g}" for value in pruning_defaults.grid], "l1_prune: keep "
+                      "fractions each layer is tried at in the sensitivity analysis, each in (0, 1).")
+    flags.DEFINE_integer("pruning_eval_examples", None, "l1_prune: validation examples each pruned network "
+                         "is scored on in the sensitivity analysis (empty: the whole validation split).",
+                         lower_bound=1)
     flags.DEFINE_string("teacher_dir", None, "Reuse the trained teacher of another run (e.g. "
                         "runs/digits/teacher), so every method is compared against the same teacher; it must "
                         "have been made with the same data, teacher and --seed flags. It is copied into "
@@ -92,4 +100,9 @@ def baseline_config_from_flags(flag_values) -> baselines.BaselineConfig:
     budget = budget_from_flags(flag_values) if flag_values.method in baselines.TUNER_METHODS else baselines.Budget()
     return baselines.BaselineConfig(method=flag_values.method, tuner=tuner, budget=budget,
                                     finalist=recipe("finalist_"), num_finalists=flag_values.num_finalists,
-                                    max_accuracy_drop=flag_values.max_accuracy_drop)
+                                    max_accuracy_drop=flag_values.max_accuracy_drop,
+                                    pruning=pruning.PruningConfig(
+                                        grid=tuple(float(value) for value in flag_values.pruning_grid),
+                                        recalibrate_batches=flag_values.recalibrate_batches,
+                                        importance=flag_values.proxy_importance,
+                                        eval_examples=flag_values.pruning_eval_examples))

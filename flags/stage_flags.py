@@ -23,6 +23,7 @@ from acompress.flags import corpus_flags
 from acompress.flags import data_flags
 from acompress.flags import embedding_flags
 from acompress.flags import runtime_flags
+from acompress.flags import target_flags
 from acompress.flags import teacher_flags
 from acompress.flags import training_flags
 
@@ -35,6 +36,7 @@ def define_flags(*extra: str) -> None:
     data_flags.define_flags()
     teacher_flags.define_flags()
     corpus_flags.define_flags()
+    target_flags.define_flags()  # the flagfiles name what the user wants (--target_ratio, --finalist_*)
     for name in extra:
         _EXTRA_GROUPS[name]()
     flags.mark_flag_as_required("output_dir")

@@ -456,6 +456,22 @@ def test_binary_uniform_reuses_a_teacher_dir(random_run, tmp_path):
     assert "teacher: copied from" in run.stderr and "teacher: reusing" in run.stderr
 
 
+def test_binary_l1_prune_prunes_the_same_teacher_and_fine_tunes_it(random_run, tmp_path):
+    source, _ = random_run
+    output_dir = str(tmp_path / "l1")
+    run = tune_baseline(output_dir, "--method=l1_prune", "--target_ratio=8", "--pruning_grid=0.5,0.25",
+                        "--pruning_eval_examples=64", f"--teacher_dir={source}/teacher")
+    assert run.returncode == 0, describe(run)
+    result = read_json(os.path.join(output_dir, "result.json"))
+    assert result["teacher"] == read_json(os.path.join(source, "result.json"))["teacher"]
+    assert result["method"] == "l1_prune" and result["trials"] == [] and len(result["finalists"]) == 1
+    pruned = result["pruning"]
+    assert pruned["reached"] and result["chosen"]["ratio"] >= 8 and pruned["spec_hash"] == result["chosen"]["spec_hash"]
+    assert result["budget"]["evaluations"] == pruned["evaluations"] == 1 + 5 * 2
+    assert set(pruned["sensitivity"]) == {"0", "1", "3", "4", "6"}
+    assert "inherits the teacher's weights" in run.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["--budget_seconds=0"], "--budget_seconds must be > 0"),
     (["--method=uniform", "--teacher_dir=/nonexistent"], "holds no trained teacher"),

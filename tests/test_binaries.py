@@ -309,3 +309,27 @@ def test_sigkill_then_rerun_stores_every_child_exactly_once(smoke, tmp_path):
     assert json.loads(result.stdout)["num_records"] == total
     # Records written before the kill are kept as they were.
     assert all(record in stored.records for record in killed.records)
+
+
+FLAGFILES = sorted(name for name in os.listdir(os.path.join(REPO_ROOT, "flags")) if name.endswith(".flags"))
+_PARSE_FLAGFILES = """
+import importlib, sys
+from absl import flags
+binary = importlib.import_module("binaries." + sys.argv[1])
+binary.define_flags()
+for path in sys.argv[2:]:
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["binary", "--flagfile=" + path, "--output_dir=/unused"])
+    print("parsed", path)
+"""
+
+
+@pytest.mark.parametrize("binary", ["generate_corpus", "train_embedding", "compress", "pipeline", "tune_baseline"])
+def test_every_flagfile_is_accepted_by_every_stage_binary(binary):
+    # A flagfile names flags of every stage; absl refuses one a binary does not define.
+    paths = [os.path.join("flags", name) for name in FLAGFILES]
+    assert {"digits.flags", "smoke.flags", "cifar10.flags", "cifar10_cpu.flags"} <= set(FLAGFILES)
+    result = subprocess.run([sys.executable, "-c", _PARSE_FLAGFILES, binary, *paths], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, describe(result)
+    assert result.stdout.count("parsed") == len(paths)

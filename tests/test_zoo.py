@@ -5,7 +5,7 @@ import pytest
 from acompress import archspec
 from acompress import zoo
 
-ALL = ("digits_cnn", "resnet18", "resnet34", "vgg11", "vgg13", "vgg16", "vgg19")
+ALL = ("cifar_cnn", "digits_cnn", "resnet18", "resnet34", "vgg11", "vgg13", "vgg16", "vgg19")
 
 
 def _kinds(spec, kind):
@@ -40,6 +40,16 @@ def test_digits_cnn_is_the_reference_teacher():
         archspec.conv_bn_act(128), archspec.conv_bn_act(128), archspec.maxpool(2),
         archspec.conv_bn_act(256), archspec.gap()])
     assert all(layer.use_bias for layer in _kinds(spec, "conv"))
+
+
+def test_cifar_cnn_is_the_cpu_cifar_teacher():
+    spec = zoo.get("cifar_cnn", (32, 32, 3), 10)
+    assert spec.count_params((32, 32, 3), 10) == 1_178_666
+    assert spec.count_flops((32, 32, 3), 10) == 52_791_808
+    widths = [layer.filters for layer in _kinds(spec, "conv")]
+    assert widths == [32, 32, 64, 64, 128, 128, 256, 256]
+    assert len(_kinds(spec, "maxpool")) == 3
+    assert spec.output_shapes((32, 32, 3))[-2] == (4, 4, 256)
 
 
 @pytest.mark.parametrize("name, convs", [("vgg11", 8), ("vgg13", 10), ("vgg16", 13), ("vgg19", 16)])
