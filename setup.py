@@ -2,6 +2,11 @@
 
 The top-level folders `flags/` and `binaries/` install as `acompress.flags` and
 `acompress.binaries`, so nothing generic lands in site-packages.
+
+TensorFlow itself is not a hard requirement, as in keras-tuner and TFDS: users choose
+their build (``pip install acompress[cpu]`` for tensorflow-cpu, ``acompress[gpu]`` for
+tensorflow[and-cuda], or any TensorFlow 2.21 they already have), and a later
+``pip install .`` never swaps it. requirements.txt pins tensorflow-cpu for CI.
 """
 
 import os
@@ -34,7 +39,6 @@ setuptools.setup(
     package_dir={"acompress": "acompress", "acompress.flags": "flags", "acompress.binaries": "binaries"},
     package_data={"acompress.flags": ["*.flags"]},
     install_requires=[
-        "tensorflow-cpu~=2.21.0",
         "keras~=3.15",
         "keras-tuner~=1.4.8",
         "tensorflow-datasets~=4.9.10",
@@ -45,6 +49,7 @@ setuptools.setup(
         "tensorboard~=2.21.0",
         "importlib_resources>=6.0",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={"cpu": ["tensorflow-cpu~=2.21.0"], "gpu": ["tensorflow[and-cuda]~=2.21.0"],
+                    "test": ["pytest>=8"]},
     entry_points={"console_scripts": _binaries()},
 )

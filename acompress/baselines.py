@@ -449,7 +449,9 @@ class BaselineConfig:
     def to_dict(self) -> dict:
         return {"method": self.method, "tuner": self.tuner.to_dict(), "budget": self.budget.to_dict(),
                 "finalist": self.finalist.to_dict(), "num_finalists": self.num_finalists,
-                "max_accuracy_drop": self.max_accuracy_drop, "pruning": self.pruning.to_dict()}
+                "max_accuracy_drop": self.max_accuracy_drop,
+                # Only l1_prune reads it (and run directories of the other methods resume as before).
+                **({"pruning": self.pruning.to_dict()} if self.method == L1_PRUNE else {})}
 
 
 # -- oracles with a budget ------------------------------------------------------------------------

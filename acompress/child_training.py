@@ -52,6 +52,7 @@ import tensorflow as tf
 
 from acompress import archspec
 from acompress import data
+from acompress import distillation
 from acompress import distribution
 from acompress import inheritance
 from acompress import keras_builder
@@ -333,15 +334,15 @@ def _train_group(group, inputs: _Data, config, seed, replicate, teacher, strateg
         if global_batch is None:  # one replica: the batch mean
             loss = hard(y, logits)
             soft = None if soft_targets is None else tf.reduce_mean(
-                keras.losses.kl_divergence(soft_targets, tf.nn.softmax(logits / temperature)))
+                distillation.kl_per_example(soft_targets, logits, temperature))
         else:  # this replica's share of the global batch mean (the replicas' gradients are summed)
             loss = tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
             loss = loss / global_batch
             soft = None if soft_targets is None else tf.reduce_sum(
-                keras.losses.kl_divergence(soft_targets, tf.nn.softmax(logits / temperature))) / global_batch
+                distillation.kl_per_example(soft_targets, logits, temperature)) / global_batch
         if soft is None:
             return loss
-        return config.distill_alpha * loss + (1 - config.distill_alpha) * temperature ** 2 * soft
+        return distillation.combine(loss, soft, config.distill_alpha, temperature)
 
     def replica_step(x, y):
         global_batch = None
@@ -352,7 +353,7 @@ def _train_group(group, inputs: _Data, config, seed, replicate, teacher, strateg
             x, y = x[replica::num_replicas], y[replica::num_replicas]
         soft_targets = None
         if teacher_logits is not None:
-            soft_targets = tf.nn.softmax(tf.cast(teacher_logits(x, training=False), tf.float32) / temperature)
+            soft_targets = distillation.soft_targets(teacher_logits(x, training=False), temperature)
         with tf.GradientTape() as tape:
             losses = [child_loss(y, tf.cast(m(x, training=True), tf.float32), soft_targets, global_batch)
                       for m in models]

@@ -73,8 +73,10 @@ def _spread(values: Sequence[float]) -> Dict[str, Optional[float]]:
     values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
         return {"mean": None, "std": None, "min": None, "max": None, "n": 0}
-    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "min": float(min(values)),
-            "max": float(max(values)), "n": len(values)}
+    # The sample standard deviation (ddof 1): over 2-3 seeds the population one (ddof 0) understates the spread.
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else None
+    return {"mean": float(np.mean(values)), "std": std, "min": float(min(values)), "max": float(max(values)),
+            "n": len(values)}
 
 
 def summarise(rows: Sequence[dict]) -> List[dict]:
@@ -111,32 +113,38 @@ def markdown(summary: Sequence[dict], max_drop: float) -> str:
     lines = [f"| {s['method']} | {s['runs']} | {s['within_drop']}/{s['runs']} | {_fmt(s['ratio_within_drop'], 1, 'x')} "
              f"| {_fmt(s['ratio'], 1, 'x')} | {_fmt(s['test_drop_points'], 2)} | {_fmt(s['child_epochs'], 0)} "
              f"| {_fmt(s['wall_seconds'], 0)} |" for s in summary]
+    note = "\n± is the sample standard deviation over runs (n - 1 in the denominator).\n"
+    return head + "\n".join(lines) + "\n" + note
+
+
+def runs_markdown(rows: Sequence[dict]) -> str:
+    """Every run, one line each: method, seed, parameters, ratio, test accuracy and drop, within the drop."""
+    head = ("| method | seed | parameters | ratio | test accuracy | test drop (pt) | within drop | child-epochs |\n"
+            "|---|---|---|---|---|---|---|---|\n")
+    ordered = sorted(rows, key=lambda r: (r["method"], str(r["seed"])))
+    lines = []
+    for r in ordered:
+        epochs = "—" if r["child_epochs"] is None else f"{r['child_epochs']:.0f}"
+        lines.append(f"| {r['method']} | {r['seed']} | {r['params']:,} | {r['ratio']:.1f}x "
+                     f"| {100 * r['test_accuracy']:.2f} % | {100 * r['test_drop']:.2f} "
+                     f"| {'yes' if r['within_drop'] else 'no'} | {epochs} |")
     return head + "\n".join(lines) + "\n"
 
 
 def plot(path: str, rows: Sequence[dict], title: str = "compression methods") -> str:
     """Test accuracy vs. parameters of every method's chosen network, and the teacher."""
-    pyplot = plots.pyplot  # matplotlib, with the Agg backend plots selects
-    figure, axes = pyplot.subplots(figsize=(7.5, 4.8), dpi=120)
+    figure, axes = plots.new_figure((7.5, 4.8))
     methods = sorted({r["method"] for r in rows})
     for index, method in enumerate(methods):
         group = [r for r in rows if r["method"] == method]
         epochs = _spread([r["child_epochs"] for r in group])["mean"]
         label = f"{method}" + (f" ({epochs:.0f} child-epochs)" if epochs else "")
         axes.scatter([r["params"] for r in group], [r["test_accuracy"] for r in group], s=40,
-                     color=pyplot.cm.tab10(index % 10), label=label, zorder=3)
+                     color=plots.color(index), label=label, zorder=3)
     teacher = rows[0]
     axes.scatter([teacher["teacher_params"]], [teacher["teacher_test_accuracy"]], marker="*", s=220, color="black",
                  label="teacher", zorder=4)
     axes.axhline(teacher["teacher_test_accuracy"] - 0.01, color="gray", linestyle=":", linewidth=1,
                  label="teacher - 1 point")
-    axes.set_xscale("log")
-    axes.set_xlabel("parameters")
-    axes.set_ylabel("test accuracy")
-    axes.set_title(title)
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8, loc="lower right")
-    figure.tight_layout()
-    figure.savefig(path)
-    pyplot.close(figure)
-    return path
+    return plots.finish(figure, axes, path, xlabel="parameters", ylabel="test accuracy", title=title,
+                        legend={"fontsize": 8, "loc": "lower right"})

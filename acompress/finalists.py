@@ -39,6 +39,7 @@ import tensorflow as tf
 
 from acompress import archspec
 from acompress import data
+from acompress import distillation
 from acompress import distribution
 from acompress import inheritance
 from acompress import keras_builder
@@ -199,8 +200,8 @@ class _Distiller(keras.Model):
         self.student_logits = student_logits
         self.alpha = float(alpha)
         self.temperature = float(temperature)
-        self._soft_targets = lambda x: tf.stop_gradient(tf.nn.softmax(
-            tf.cast(teacher_logits(x, training=False), tf.float32) / self.temperature))
+        self._soft_targets = lambda x: distillation.soft_targets(teacher_logits(x, training=False),
+                                                                 self.temperature)
         self._hard = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     def call(self, x, training=False):
@@ -211,11 +212,10 @@ class _Distiller(keras.Model):
         hard = self._hard(y, logits)
         if not training:
             return hard
-        student = tf.nn.softmax(logits / self.temperature)
-        soft = tf.reduce_mean(keras.losses.kl_divergence(self._soft_targets(x), student))
+        soft = tf.reduce_mean(distillation.kl_per_example(self._soft_targets(x), logits, self.temperature))
         # Like `hard` (a Keras Loss), this replica's share of the loss: the replicas' gradients are summed.
         soft = soft / tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, soft.dtype)
-        return self.alpha * hard + (1.0 - self.alpha) * self.temperature ** 2 * soft
+        return distillation.combine(hard, soft, self.alpha, self.temperature)
 
 
 def train_spec(spec: archspec.ArchSpec, train: tf.data.Dataset, validation: Optional[tf.data.Dataset],

@@ -25,7 +25,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from acompress import archspec
 from acompress import compression
 from acompress import corpus as corpus_lib
 from acompress import corpus_generation
@@ -276,11 +275,10 @@ def make_report(run_dir, compress_dir, outcome, chosen, stage, stored, embedding
 
 def plot_report(path: str, report: dict, stored: corpus_lib.Corpus, outcome: dict, title: str) -> str:
     """Accuracy vs. parameters: corpus (proxy), candidates (predicted), finalists, chosen and teacher (validation)."""
-    from matplotlib import pyplot  # plots configures the Agg backend on import
     pool: compression.Pool = outcome["pool"]
     ok = stored.select(["ok"])
     first = ok.replicate == 0
-    figure, axes = pyplot.subplots(figsize=(8, 5), dpi=120)
+    figure, axes = plots.new_figure((8, 5))
     axes.scatter(ok.params[first], ok.val_accuracy[first], s=8, alpha=0.4, color="tab:gray",
                  label=f"corpus, proxy accuracy ({int(first.sum())})")
     if len(pool):
@@ -295,23 +293,11 @@ def plot_report(path: str, report: dict, stored: corpus_lib.Corpus, outcome: dic
     teacher = report["teacher"]
     axes.scatter([teacher["params"]], [teacher["val_accuracy"]], s=200, marker="*", color="tab:red",
                  label="teacher", zorder=4)
-    axes.set_xscale("log")
-    axes.set_xlabel("parameters")
-    axes.set_ylabel("validation accuracy")
     values = np.concatenate([ok.val_accuracy[first], [f["val_accuracy"] for f in finals]])
     low = float(np.nanpercentile(values, 5)) if len(values) else 0.0
     axes.set_ylim(max(0.0, low - 0.02), 1.0)
-    axes.set_title(title)
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(loc="lower right", fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path)
-    pyplot.close(figure)
-    return path
-
-
-def teacher_spec_of(stored: corpus_lib.Corpus) -> archspec.ArchSpec:
-    return archspec.ArchSpec.from_dict(stored.metadata["teacher"]["spec"])
+    return plots.finish(figure, axes, path, xlabel="parameters", ylabel="validation accuracy", title=title,
+                        legend={"loc": "lower right", "fontsize": 8})
 
 
 def headline(report: dict) -> dict:

@@ -2,7 +2,10 @@
 
 Every binary writes into one output directory (any `tf.io.gfile` path). It holds
 ``config.json``, the resolved configuration of the run (sorted keys), so any
-result can be reproduced from it.
+result can be reproduced from it, and the marker file ``MARKER``. A non-empty
+directory that is not a run of this package (no marker, no run config) is never
+written into, resumed or deleted, with or without ``--overwrite``: ``--output_dir=.``
+must not wipe a working directory.
 """
 
 import json
@@ -12,6 +15,9 @@ from typing import Any, Mapping
 import tensorflow as tf
 
 CONFIG_FILE = "config.json"
+MARKER = ".acompress_run"
+# The config files binaries write (runs made before the marker existed are recognised by them).
+RUN_CONFIGS = (CONFIG_FILE, "pipeline_config.json")
 
 
 class OutputExistsError(Exception):
@@ -20,6 +26,25 @@ class OutputExistsError(Exception):
 
 class OutputDirError(OSError):
     """The output directory cannot be made or written: a file is in the way, or no permission."""
+
+
+class NotARunError(OutputExistsError):
+    """The output directory holds files, and it is not a run of this package."""
+
+
+def is_run(directory: str) -> bool:
+    """Whether `directory` was written by this package: its marker, or a run config that is a JSON object."""
+    if tf.io.gfile.exists(os.path.join(directory, MARKER)):
+        return True
+    for name in RUN_CONFIGS:
+        path = os.path.join(directory, name)
+        if tf.io.gfile.exists(path):
+            try:
+                if isinstance(read_json(path), dict):
+                    return True
+            except (ValueError, tf.errors.OpError):
+                pass
+    return False
 
 
 def to_json(data: Any) -> str:
@@ -97,6 +122,7 @@ def prepare(output_dir: str, config: Mapping[str, Any], *, overwrite: bool = Fal
       config_file: the config's file name (binaries sharing a run directory use their own).
 
     Raises:
+      NotARunError: the directory holds files and is not a run of this package (`is_run`).
       OutputExistsError: the directory holds results and neither flag allows it, or a
         resumed directory was made with another configuration (the message names
         the differing keys).
@@ -108,6 +134,10 @@ def prepare(output_dir: str, config: Mapping[str, Any], *, overwrite: bool = Fal
         raise OutputDirError(f"the output directory {output_dir} is a file")
     config_path = os.path.join(output_dir, config_file)
     existing = tf.io.gfile.exists(output_dir) and tf.io.gfile.listdir(output_dir)
+    if existing and not is_run(output_dir):
+        raise NotARunError(f"{output_dir} holds files that are not a run of acompress "
+                           f"({', '.join(sorted(existing)[:5])}); it is left alone, even with --overwrite: "
+                           "choose a new or empty --output_dir")
     if existing and overwrite:
         tf.io.gfile.rmtree(output_dir)
     elif existing and resume and tf.io.gfile.exists(config_path):
@@ -124,6 +154,8 @@ def prepare(output_dir: str, config: Mapping[str, Any], *, overwrite: bool = Fal
     try:
         tf.io.gfile.makedirs(output_dir)
         write_json(config_path, dict(config))
+        with tf.io.gfile.GFile(os.path.join(output_dir, MARKER), "w") as handle:
+            handle.write("written by acompress; lets --overwrite and resuming recognise this directory\n")
     except tf.errors.OpError as error:  # e.g. a file in the path, no permission
         raise OutputDirError(f"cannot write the output directory {output_dir}: {error.message}") from None
     return output_dir

@@ -39,7 +39,7 @@ def main(argv) -> None:
     rundir.prepare(output_dir, {"binary": "compare", "results": [r["source"] for r in rows],
                                 "max_test_drop": FLAGS.max_test_drop}, overwrite=FLAGS.overwrite)
     summary = comparison.summarise(rows)
-    table = comparison.markdown(summary, FLAGS.max_test_drop)
+    table = comparison.markdown(summary, FLAGS.max_test_drop) + "\n" + comparison.runs_markdown(rows)
     with open(os.path.join(output_dir, "comparison.md"), "w", encoding="utf-8") as handle:
         handle.write(table)
     rundir.write_json(os.path.join(output_dir, "comparison.json"), {"rows": rows, "summary": summary})

@@ -1,10 +1,13 @@
-"""A baseline for the latent search: a Keras Tuner search over the same children, or uniform scaling.
+"""A baseline for the latent search: a Keras Tuner search over the same children, uniform scaling, or
+L1-norm filter pruning of the teacher.
 
   acompress-tune-baseline --flagfile=flags/digits.flags --method=random --output_dir=runs/digits_random
   acompress-tune-baseline --flagfile=flags/digits.flags --method=bayesian --teacher_dir=runs/digits/teacher \\
       --output_dir=runs/digits_bayesian
   acompress-tune-baseline --flagfile=flags/digits.flags --method=uniform --target_ratio=16 \\
       --output_dir=runs/digits_uniform
+  acompress-tune-baseline --flagfile=flags/digits.flags --method=l1_prune --target_ratio=16 \\
+      --teacher_dir=runs/digits/teacher --output_dir=runs/digits_l1
 
 Trains (or reuses, --teacher_dir) the teacher, searches the teacher's child space -- the
 corpus sampler's -- with Keras Tuner's RandomSearch, Hyperband or BayesianOptimization

@@ -333,3 +333,30 @@ def test_every_flagfile_is_accepted_by_every_stage_binary(binary):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, describe(result)
     assert result.stdout.count("parsed") == len(paths)
+
+
+@pytest.mark.parametrize("binary, flag", [("pipeline", "--num_children"), ("tune_baseline", "--method"),
+                                          ("compare", "--results"), ("generate_corpus", "--proxy_init"),
+                                          ("train_embedding", "--embedding_epochs"), ("compress", "--search_steps"),
+                                          ("corpus", "--corpus_dir")])
+def test_help_shows_the_docstring_and_the_binarys_flags(binary, flag):
+    import importlib
+    result = run_binary(binary, "--help", timeout=120)
+    assert result.returncode == 1, describe(result)  # absl's --help exits with status 1
+    first_line = importlib.import_module(f"binaries.{binary}").__doc__.strip().splitlines()[0]
+    assert first_line in result.stdout
+    assert f"  {flag}:" in result.stdout, result.stdout[-2000:]
+    assert "--verbosity" not in result.stdout  # absl's own flags stay in --helpfull
+
+
+def test_only_the_packages_own_errors_lose_their_traceback():
+    from acompress import archspec
+    from acompress.binaries import _cli
+
+    def foreign():
+        raise ValueError("from somewhere else, e.g. inside Keras")
+
+    for raiser, ours in ((foreign, False), (lambda: archspec.ArchSpec.from_dict({"layers": 3}), True)):
+        with pytest.raises(ValueError) as caught:
+            raiser()
+        assert _cli._raised_by_the_package(caught.value) is ours

@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -35,8 +37,13 @@ def test_rows_summary_and_markdown(tmp_path):
     assert summary[0]["ratio_within_drop"]["mean"] == pytest.approx(50.0)
     assert summary[0]["ratio"]["mean"] == pytest.approx(45.0) and summary[0]["within_drop"] == 1
     table = comparison.markdown(summary, 0.01)
-    assert "| architecture_compression | 2 | 1/2 | 50.0x | 45.0x ± 5.0 |" in table
-    assert "| random | 1 | 1/1 | 20.0x |" in table
+    # Ratios 50x and 40x: the sample standard deviation is 7.07 (the population one, 5.0, understates it).
+    assert summary[0]["ratio"]["std"] == pytest.approx(50 ** 0.5)
+    assert "| architecture_compression | 2 | 1/2 | 50.0x | 45.0x ± 7.1 |" in table
+    assert "| random | 1 | 1/1 | 20.0x |" in table and "sample standard deviation" in table
+    assert summary[-1]["ratio"]["std"] is None  # one run has no spread
+    runs = comparison.runs_markdown(rows)
+    assert runs.count("| architecture_compression |") == 2 and runs.count("| random |") == 1
 
 
 def test_mismatched_teachers_and_missing_results_are_errors(tmp_path):
@@ -67,3 +74,13 @@ def test_compare_binary_writes_table_json_and_plot(tmp_path):
     assert len(stored["rows"]) == 2 and stored["summary"][0]["method"] == "architecture_compression"
     again = test_binaries.run_binary("compare", f"--results={a},{b}", f"--output_dir={out}")
     test_binaries.assert_one_line_error(again, "already holds results")
+
+
+def test_importing_the_package_leaves_the_matplotlib_backend_alone():
+    # A notebook's backend must survive `import acompress...`: the plots draw on Figure objects, not pyplot.
+    code = ("import sys, matplotlib; matplotlib.use('svg'); "
+            "from acompress import plots; assert 'matplotlib.pyplot' not in sys.modules; "
+            "from acompress import comparison, pipeline; "
+            "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend()")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]

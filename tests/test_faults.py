@@ -372,6 +372,37 @@ def test_output_dir_that_is_a_file(tmp_path):
     assert blocker.read_text() == "not a directory"
 
 
+@pytest.mark.parametrize("overwrite", [False, True], ids=["plain", "overwrite"])
+@pytest.mark.parametrize("binary", ["compare", "generate_corpus"])
+def test_a_directory_that_is_not_a_run_is_left_alone(binary, overwrite, tmp_path):
+    # A user's own directory (here: their file, and a config.json that is not a run's) is never written
+    # into, resumed or deleted: --output_dir=. with --overwrite must not wipe a working directory.
+    users = tmp_path / "mine"
+    users.mkdir()
+    (users / "notes.txt").write_text("my own file")
+    (users / "config.json").write_text("[1, 2, 3]")
+    if binary == "compare":
+        args = [f"--results={write_result(str(tmp_path / 'a'), 5000)}"]
+    else:
+        args = [SMOKE, "--num_children=1", "--replicate_fraction=0"]
+    result = run_binary(binary, *args, f"--output_dir={users}", *(["--overwrite"] if overwrite else []))
+    assert_one_line_error(result, "not a run of acompress")
+    assert sorted(os.listdir(users)) == ["config.json", "notes.txt"]
+    assert (users / "notes.txt").read_text() == "my own file"
+
+
+def test_overwrite_still_replaces_a_run(tmp_path):
+    out = tmp_path / "cmp"
+    first = run_binary("compare", f"--results={write_result(str(tmp_path / 'a'), 5000)}", f"--output_dir={out}")
+    assert first.returncode == 0, describe(first)
+    assert os.path.exists(out / ".acompress_run")
+    (out / "stale.txt").write_text("from the old run")
+    again = run_binary("compare", f"--results={write_result(str(tmp_path / 'b'), 4000)}", f"--output_dir={out}",
+                       "--overwrite")
+    assert again.returncode == 0, describe(again)
+    assert not os.path.exists(out / "stale.txt")
+
+
 def test_read_only_output_dir(tmp_path):
     parent = tmp_path / "read_only"
     parent.mkdir()

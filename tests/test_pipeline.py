@@ -69,6 +69,12 @@ def test_saved_model_takes_raw_inputs_and_matches_the_report(run):
     accuracy = float(np.mean(predictions == splits.y_test))
     report = test_binaries.read_json(os.path.join(out, "compressed", "report.json"))
     assert accuracy == pytest.approx(report["chosen"]["test_accuracy"], abs=1e-6)
+    # What TF Serving and saved_model_cli call: the serving_default signature, float32 images of any batch size.
+    serving = loaded.signatures["serving_default"]
+    (spec,) = serving.structured_input_signature[1].values()
+    assert spec.dtype == tf.float32 and spec.shape.as_list() == [None, *splits.info.input_shape]
+    (output,) = serving(tf.constant(raw[:7])).values()
+    np.testing.assert_allclose(output.numpy(), loaded.serve(tf.constant(raw[:7])).numpy(), rtol=1e-6, atol=1e-7)
 
 
 def test_rerun_reuses_every_stage(run):

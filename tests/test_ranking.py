@@ -57,3 +57,18 @@ def test_r_squared():
     assert ranking.r_squared([1, 2, 3], [1, 2, 3]) == pytest.approx(1.0)
     assert ranking.r_squared([2, 2, 2], [1, 2, 3]) == pytest.approx(0.0)
     assert ranking.r_squared([1, 1], [1, 1]) is None
+
+
+def test_kendall_tau_equals_scipys_tau_b_on_random_data_with_ties():
+    scipy_stats = pytest.importorskip("scipy.stats")  # installed with scikit-learn
+    rng = np.random.RandomState(0)
+    for size in (2, 5, 17, 200, 1500):
+        x = rng.randint(0, max(2, size // 3), size).astype(float)  # many ties
+        y = x + rng.normal(scale=2.0, size=size)
+        y[:: 7] = np.round(y[:: 7])
+        expected = scipy_stats.kendalltau(x, y).statistic
+        got = ranking.kendall_tau(x, y)
+        if np.isnan(expected):
+            assert got is None
+        else:
+            assert got == pytest.approx(expected, abs=1e-12)
