@@ -27,6 +27,14 @@
    report says the target was missed. Test accuracy is reported, never used to choose.
 6. **Export** (`export`): ``model.keras``, a SavedModel (``model.export``) and a check
    that the reloaded SavedModel gives the trained model's outputs.
+
+Ablations (``CompressConfig.ablation``) show what each part is worth, at the same
+corpus, finalist procedure and choice rule:
+
+* ``no_embedding``: no search at all. The candidates are the corpus children, scored by
+  their measured proxy accuracy (the mean over replicates), and the finalists come from
+  the same ladder.
+* ``no_refinement``: one search round, whatever ``rounds`` says.
 """
 
 import dataclasses
@@ -52,6 +60,9 @@ from acompress import latent_search
 from acompress import precision
 
 
+ABLATIONS = ("none", "no_embedding", "no_refinement")
+
+
 class TargetUnreachableError(ValueError):
     """No candidate meets the user's target ratio; the message lists the closest candidates."""
 
@@ -72,6 +83,7 @@ class CompressConfig:
       refine_epochs: embedding fine-tuning epochs per refinement.
       search: the latent search.
       finalist: how finalists are trained.
+      ablation: one of `ABLATIONS` (module docstring): the method without one of its parts.
     """
 
     target_ratio: Optional[float] = None
@@ -84,8 +96,11 @@ class CompressConfig:
     refine_epochs: int = 40
     search: latent_search.SearchConfig = dataclasses.field(default_factory=latent_search.SearchConfig)
     finalist: finalists_lib.FinalistConfig = dataclasses.field(default_factory=finalists_lib.inherited)
+    ablation: str = "none"
 
     def __post_init__(self):
+        if self.ablation not in ABLATIONS:
+            raise ValueError(f"ablation must be one of {', '.join(ABLATIONS)}, got {self.ablation!r}")
         if self.target_ratio is not None and not self.target_ratio >= 1:
             raise ValueError(f"target_ratio must be >= 1, got {self.target_ratio}")
         if self.max_accuracy_drop is not None and not 0 <= self.max_accuracy_drop < 1:
@@ -98,7 +113,20 @@ class CompressConfig:
             raise ValueError("min_ratio must be >= 1 and rung_factor > 1")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if self.ablation == "none":  # the full method: the keys of runs made before ablations existed
+            del out["ablation"]
+        return out
+
+    @property
+    def method(self) -> str:
+        """The name results carry: the full method, or it without one part."""
+        return "architecture_compression" + ("" if self.ablation == "none" else f"/{self.ablation}")
+
+    @property
+    def directory(self) -> str:
+        """The run directory's sub-folder for these results (ablations beside the full method's)."""
+        return "compressed" if self.ablation == "none" else f"compressed_{self.ablation}"
 
 
 @dataclasses.dataclass
@@ -294,7 +322,10 @@ def compress(embedding: embedding_lib.Embedding, stored_corpus: corpus_lib.Corpu
     pool = Pool()
     searches = []
     optimiser = latent_search.make_optimiser(embedding)
-    for round_index in range(config.rounds):
+    if config.ablation == "no_embedding":
+        _corpus_pool(pool, ok)
+    rounds = {"none": config.rounds, "no_refinement": 1, "no_embedding": 0}[config.ablation]
+    for round_index in range(rounds):
         if round_index:
             start = time.perf_counter()
             with precision.policy_scope(child_policy):
@@ -344,6 +375,17 @@ def compress(embedding: embedding_lib.Embedding, stored_corpus: corpus_lib.Corpu
     chosen, met = choose(results, teacher_metrics, config, teacher_params)
     return {"chosen": chosen, "finalists": results, "finalist_pool_indices": picked, "pool": pool,
             "searches": searches, "timings": timings, "target_met": met, "teacher_params": teacher_params}
+
+
+def _corpus_pool(pool: Pool, ok: corpus_lib.Corpus) -> None:
+    """The ``no_embedding`` ablation's candidates: every corpus child, scored by its mean proxy accuracy."""
+    by_hash: Dict[str, list] = {}
+    for record in ok.records:
+        by_hash.setdefault(record.spec_hash, []).append(record)
+    for records in by_hash.values():
+        first = records[0]
+        accuracy = float(np.mean([r.val_accuracy for r in records]))
+        pool.add(first.spec(), first.params, first.flops, accuracy, "corpus", measured=accuracy)
 
 
 def choose(results: Sequence[finalists_lib.FinalistResult], teacher_metrics: dict, config: CompressConfig,

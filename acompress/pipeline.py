@@ -264,7 +264,7 @@ def make_report(run_dir, compress_dir, outcome, chosen, stage, stored, embedding
         "embedding": {"latent_shape": list(embedding.latent_shape)},
         "config": resolved_config or {"compress": config.to_dict()},
         "recipes": {"labels": stored.metadata["proxy"].get("init", "scratch"), "finalists": config.finalist.init},
-        "method": "architecture_compression",
+        "method": config.method,
         "seed": (resolved_config or {}).get("runtime", {}).get("seed"),
     }
     report["chosen"]["ratio"] = teacher_params / chosen.params

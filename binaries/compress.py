@@ -15,6 +15,11 @@ settings (--overwrite replaces them). Writes <output_dir>/compressed/:
   report.png             corpus, candidates, finalists, chosen and teacher: accuracy vs. parameters
   candidates.json        every candidate found (exact params, FLOPs, predicted accuracy)
   finalists.jsonl        trained finalists (a rerun reuses them)
+
+Ablations (--ablation=no_embedding: finalists picked from the corpus children by the same ladder;
+--ablation=no_refinement: one search round) write <output_dir>/compressed_<ablation>/ instead, beside
+the full method's results, from the same teacher, corpus and embedding:
+  acompress-compress --flagfile=flags/digits.flags --output_dir=runs/digits --ablation=no_embedding
 """
 
 import json
@@ -49,8 +54,8 @@ def main(argv) -> None:
     # are this process' own outputs.
     corpus_dir = begin.shared_path(FLAGS.corpus_dir, "corpus")
     embedding_dir = begin.shared_path(FLAGS.embedding_dir, "embedding")
-    compress_dir = os.path.join(output_dir, "compressed")
     compress_config = compress_flags.config_from_flags(FLAGS)
+    compress_dir = os.path.join(output_dir, compress_config.directory)
     config = {**begin.base_config("compress", FLAGS), "corpus_dir": corpus_dir, "embedding_dir": embedding_dir,
               "compress": compress_config.to_dict()}
     stored = corpus.read_corpus(corpus_dir)

@@ -51,7 +51,7 @@ def main(argv) -> None:
     policy = precision.resolve(FLAGS.precision)
     corpus_dir = begin.own_path(FLAGS.corpus_dir, "corpus")
     embedding_dir = begin.own_path(FLAGS.embedding_dir, "embedding")
-    compress_dir = os.path.join(output_dir, "compressed")
+    compress_dir = os.path.join(output_dir, compress_config.directory)
     config = {**begin.base_config("pipeline", FLAGS), "proxy_data": proxy_data_config.to_dict(),
               "corpus": corpus_config.to_dict(), "corpus_dir": corpus_dir, "embedding_dir": embedding_dir,
               "embedding_model": model_config.to_dict(), "embedding_train": embedding_train.to_dict(),

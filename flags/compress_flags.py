@@ -41,6 +41,10 @@ def define_flags() -> None:
                          lower_bound=1)
     flags.DEFINE_integer("refine_epochs", defaults.refine_epochs, "Embedding fine-tuning epochs per refinement.",
                          lower_bound=1)
+    flags.DEFINE_enum("ablation", "none", list(compression.ABLATIONS), "The method without one of its parts, "
+                      "to measure what it is worth: no_embedding (finalists picked from the corpus children by the "
+                      "same ladder, no search), no_refinement (one search round). acompress-compress writes "
+                      "<output_dir>/compressed_<ablation>/.")
     flags.DEFINE_bool("finalist_distill", False, "Train finalists with distillation from the teacher "
                       "(--distill_alpha, --distill_temperature).")
 
@@ -60,4 +64,4 @@ def config_from_flags(flag_values) -> compression.CompressConfig:
         num_finalists=flag_values.num_finalists, min_ratio=flag_values.min_ratio,
         rung_factor=flag_values.rung_factor, rounds=flag_values.rounds,
         refine_children=flag_values.refine_children, refine_epochs=flag_values.refine_epochs,
-        search=search, finalist=finalist)
+        search=search, finalist=finalist, ablation=flag_values.ablation)

@@ -103,6 +103,26 @@ def test_unreachable_target_is_a_one_line_error(run):
     test_binaries.assert_one_line_error(result, "no candidate reaches --target_ratio=100000")
 
 
+@pytest.mark.parametrize("ablation", ["no_embedding", "no_refinement"])
+def test_ablations_write_beside_the_full_method_from_the_same_corpus(run, ablation):
+    out = run["output_dir"]
+    full = os.path.join(out, "compressed", "report.json")
+    before = os.stat(full).st_mtime_ns
+    result = test_binaries.run_binary("compress", *TINY, f"--output_dir={out}", f"--ablation={ablation}")
+    assert result.returncode == 0, test_binaries.describe(result)
+    report = test_binaries.read_json(os.path.join(out, f"compressed_{ablation}", "report.json"))
+    assert report["method"] == f"architecture_compression/{ablation}"
+    assert os.stat(full).st_mtime_ns == before  # the full method's results are left as they were
+    finalists = {f["spec_hash"] for f in report["finalists"]}
+    assert len(finalists) == 2 and report["chosen"]["spec_hash"] in finalists
+    if ablation == "no_embedding":  # no search: every finalist is a corpus child
+        from acompress import corpus
+        children = {r.spec_hash for r in corpus.read_corpus(os.path.join(out, "corpus")).ok()}
+        assert finalists <= children and report["searches"] == []
+    else:
+        assert len(report["searches"]) == 1 and report["budget"]["refinement_children"] == 0
+
+
 def test_compress_without_an_embedding_says_what_to_run(tmp_path):
     result = test_binaries.run_binary("compress", *TINY, f"--output_dir={tmp_path}",
                                       "--corpus_dir=testdata/digits_corpus")
