@@ -56,8 +56,9 @@ from acompress import distillation
 from acompress import distribution
 from acompress import inheritance
 from acompress import keras_builder
+from acompress import status as status_lib
 
-OK, FAILED, DIVERGED = "ok", "failed", "diverged"
+OK, FAILED, DIVERGED = status_lib.OK, status_lib.FAILED, status_lib.DIVERGED
 SCRATCH, INHERIT = "scratch", "inherit"
 INITS = (SCRATCH, INHERIT)
 # The fields that only an inherited recipe uses: a scratch corpus' metadata leaves them out.

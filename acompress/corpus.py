@@ -63,11 +63,12 @@ import acompress
 from acompress import archspec
 from acompress import rundir
 from acompress import search_space as search_space_lib
+from acompress import status as status_lib
 
 FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
 TMP_SUFFIX = ".tmp"
-STATUSES = ("ok", "failed", "diverged")
+STATUSES = status_lib.STATUSES
 # Keys of metadata.json that writers and readers do not compare.
 UNPINNED_KEYS = ("versions",)
 METADATA_KEYS = ("dataset", "extra", "format_version", "num_children", "proxy", "sampler",

@@ -43,9 +43,10 @@ from acompress import distillation
 from acompress import distribution
 from acompress import inheritance
 from acompress import keras_builder
+from acompress import status as status_lib
 from acompress import training
 
-OK, FAILED, DIVERGED = "ok", "failed", "diverged"
+OK, FAILED, DIVERGED = status_lib.OK, status_lib.FAILED, status_lib.DIVERGED
 
 
 def _default_train() -> training.TrainConfig:

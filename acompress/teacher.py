@@ -102,6 +102,12 @@ SPEC_FILE = "teacher_spec.json"
 METRICS_FILE = "metrics.json"
 
 
+def stage_key(teacher: Teacher, info, config: training.TrainConfig, *, seed: int, bn_momentum: float) -> dict:
+    """What a stored teacher stage must have been made with to be reused (its metrics.json "key")."""
+    return {"spec_hash": teacher.spec.hash, "source": teacher.source, "seed": seed, "train": config.to_dict(),
+            "bn_momentum": bn_momentum, "data": info.to_dict()}
+
+
 def train_or_load(teacher_dir: str, teacher: Teacher, splits, train_data, validation_data, test_data,
                   config: training.TrainConfig, *, seed: int, bn_momentum: float = 0.9, strategy=None):
     """The teacher stage, resumable: trains and saves the teacher, or loads it if already done.
@@ -125,8 +131,7 @@ def train_or_load(teacher_dir: str, teacher: Teacher, splits, train_data, valida
       (model, metrics dict).
     """
     info = splits.info
-    key = {"spec_hash": teacher.spec.hash, "source": teacher.source, "seed": seed, "train": config.to_dict(),
-           "bn_momentum": bn_momentum, "data": info.to_dict()}
+    key = stage_key(teacher, info, config, seed=seed, bn_momentum=bn_momentum)
     model_path = os.path.join(teacher_dir, MODEL_FILE)
     metrics_path = os.path.join(teacher_dir, METRICS_FILE)
     if tf.io.gfile.exists(metrics_path) and tf.io.gfile.exists(model_path):

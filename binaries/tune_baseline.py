@@ -98,8 +98,7 @@ def main(argv) -> None:
     splits = data.load(data_config)
     info = splits.info
     teacher = teacher_lib.resolve(FLAGS.teacher, info.input_shape, info.num_classes)
-    stage_key = {"spec_hash": teacher.spec.hash, "source": FLAGS.teacher, "seed": FLAGS.seed,
-                 "train": teacher_train.to_dict(), "bn_momentum": FLAGS.bn_momentum, "data": info.to_dict()}
+    stage_key = teacher_lib.stage_key(teacher, info, teacher_train, seed=FLAGS.seed, bn_momentum=FLAGS.bn_momentum)
     if source_teacher_dir is not None:
         _check_teacher_dir(source_teacher_dir, stage_key)
     if role == "worker":
