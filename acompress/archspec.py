@@ -340,9 +340,6 @@ class ArchSpec:
         """A stable 16-hex-digit hash of the canonical JSON."""
         return hashlib.sha256(self.to_json().encode("utf-8")).hexdigest()[:16]
 
-    def replace_layers(self, layers: Iterable[Layer]) -> "ArchSpec":
-        return ArchSpec(layers)
-
     # -- shapes, parameters and FLOPs ----------------------------------------
     def output_shapes(self, input_shape: Sequence[int]) -> Tuple[Tuple[int, ...], ...]:
         """The output shape (without batch) of every layer for an (H, W, C) input."""

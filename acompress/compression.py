@@ -159,6 +159,10 @@ class Pool:
     def __len__(self) -> int:
         return len(self.specs)
 
+    def index_of(self, spec_hash: str) -> Optional[int]:
+        """The position of the candidate with this spec hash, or None."""
+        return self._index.get(spec_hash)
+
     def score(self) -> np.ndarray:
         """Measured proxy accuracy where known, else predicted."""
         return np.array([m if m is not None else p for m, p in zip(self.measured, self.predicted)], np.float64)

@@ -345,9 +345,6 @@ class Embedding:
         """Unmasked argmax decoding (what the decoder alone says; may be invalid)."""
         return np.stack([np.argmax(scores, axis=-1) for scores in self.logits(z)], axis=-1).astype(np.int32)
 
-    def decode_specs(self, z) -> List[archspec.ArchSpec]:
-        return self.tokenizer.decode_batch(self.decode(z))
-
     # -- persistence --
     def info(self) -> dict:
         return {"format_version": FORMAT_VERSION, "tokenizer": self.tokenizer.to_dict(),

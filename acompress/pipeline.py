@@ -224,7 +224,7 @@ def compress_stage(run_dir: str, compress_dir: str, embedding: embedding_lib.Emb
 def _network(result: finalists_lib.FinalistResult, teacher_params: int, pool: compression.Pool) -> dict:
     record = result.to_dict()
     record["ratio"] = teacher_params / result.params
-    index = pool._index.get(result.spec.hash)  # noqa: SLF001 - same package
+    index = pool.index_of(result.spec.hash)
     if index is not None:
         record["predicted_accuracy"] = pool.predicted[index]
         record["measured_proxy_accuracy"] = pool.measured[index]
