@@ -304,38 +304,57 @@ def compress(embedding: embedding_lib.Embedding, stored_corpus: corpus_lib.Corpu
     """
     finalists_lib.check_teacher(config.finalist, teacher_model, strategy)  # before any search work, not after it
     proxy_entry = dict(stored_corpus.metadata["proxy"])
+    _check_refinable(proxy_entry, teacher_model, strategy)
+    timings: Dict[str, float] = {}
+    teacher_params = int(teacher_metrics["params"])
+    ok = stored_corpus.select(["ok"])
+    pool = Pool()
+    if config.ablation == "no_embedding":
+        _corpus_pool(pool, ok)
+    # Refinement children are measured as the corpus' were: its own proxy recipe (the metadata pins every
+    # field that changes a record) under the same dtype policy.
+    child_policy = proxy_entry.pop("precision", "float32")
+    refinement = dict(proxy=child_training.ProxyConfig.from_recipe(proxy_entry), policy=child_policy,
+                      splits=proxy_splits or splits.for_search(), batch_size=data_config.batch_size,
+                      teacher_model=teacher_model, strategy=strategy)
+    rounds = {"none": config.rounds, "no_refinement": 1, "no_embedding": 0}[config.ablation]
+    searches = _search_rounds(embedding, pool, embedding_training.Records.from_corpus(ok), teacher_spec,
+                              teacher_params, config, rounds, refinement, seed=seed, timings=timings)
+    _check_reachable(pool, teacher_params, config)
+    picked = pick_finalists(pool, teacher_params, config)
+    specs = [pool.specs[i] for i in picked]
+    start = time.perf_counter()
+    results = _train_or_reuse(specs, trained_finalists, splits, data_config, config.finalist, seed=seed,
+                              teacher_model=teacher_model, on_result=on_finalist, strategy=strategy)
+    timings["finalists"] = time.perf_counter() - start
+    chosen, met = choose(results, teacher_metrics, config, teacher_params)
+    return {"chosen": chosen, "finalists": results, "finalist_pool_indices": picked, "pool": pool,
+            "searches": searches, "timings": timings, "target_met": met, "teacher_params": teacher_params}
+
+
+def _check_refinable(proxy_entry: dict, teacher_model: Optional[keras.Model], strategy) -> None:
+    """Refinement children of an inherited corpus need the teacher, on one replica."""
     if proxy_entry.get("init") == child_training.INHERIT:
         if teacher_model is None:
             raise ValueError("the corpus' children inherited the teacher's weights: refinement children need the "
                              "trained teacher (teacher_model)")
         if distribution.replicas(strategy) > 1:
             raise ValueError("refining an inherited corpus is not supported under a multi-replica strategy yet")
-    timings: Dict[str, float] = {}
-    teacher_params = int(teacher_metrics["params"])
-    ok = stored_corpus.select(["ok"])
-    records = embedding_training.Records(tokens=ok.tokens, val_accuracy=ok.val_accuracy.astype(np.float32),
-                                         params=ok.params.astype(np.int64),
-                                         child_index=ok.child_index.astype(np.int64),
-                                         replicate=ok.replicate.astype(np.int64),
-                                         spec_hash=np.asarray([r.spec_hash.encode() for r in ok.records], object))
-    # The corpus' own proxy recipe (its metadata pins every field that changes a record).
-    # Refinement children are measured as the corpus' were: same recipe, same dtype policy.
-    child_policy = proxy_entry.pop("precision", "float32")
-    proxy = child_training.ProxyConfig.from_recipe(proxy_entry)
-    proxy_splits = proxy_splits or splits.for_search()
-    pool = Pool()
+
+
+def _search_rounds(embedding: embedding_lib.Embedding, pool: Pool, records: embedding_training.Records,
+                   teacher_spec: archspec.ArchSpec, teacher_params: int, config: CompressConfig, rounds: int,
+                   refinement: dict, *, seed: int, timings: Dict[str, float]) -> List[dict]:
+    """`rounds` latent searches into `pool`, each after the first preceded by a refinement; their diagnostics."""
     searches = []
     optimiser = latent_search.make_optimiser(embedding)
-    if config.ablation == "no_embedding":
-        _corpus_pool(pool, ok)
-    rounds = {"none": config.rounds, "no_refinement": 1, "no_embedding": 0}[config.ablation]
     for round_index in range(rounds):
         if round_index:
             start = time.perf_counter()
-            with precision.policy_scope(child_policy):
-                records = refine(embedding, pool, records, teacher_params, proxy_splits, proxy, config,
-                                 batch_size=data_config.batch_size, seed=seed, round_index=round_index - 1,
-                                 teacher_model=teacher_model, strategy=strategy)
+            with precision.policy_scope(refinement["policy"]):
+                records = refine(embedding, pool, records, teacher_params, refinement["splits"], refinement["proxy"],
+                                 config, batch_size=refinement["batch_size"], seed=seed, round_index=round_index - 1,
+                                 teacher_model=refinement["teacher_model"], strategy=refinement["strategy"])
             timings[f"refine_{round_index}"] = time.perf_counter() - start
             optimiser = latent_search.make_optimiser(embedding)
             # Predictions for everything found so far now come from the fine-tuned embedding.
@@ -355,7 +374,10 @@ def compress(embedding: embedding_lib.Embedding, stored_corpus: corpus_lib.Corpu
         searches.append(diagnostics)
         logging.info("search round %d: %d new candidates (%d in the pool), loop %.2f s", round_index + 1,
                      len(found["candidates"]), len(pool), found["seconds"])
+    return searches
 
+
+def _check_reachable(pool: Pool, teacher_params: int, config: CompressConfig) -> None:
     ratios = teacher_params / np.asarray(pool.params or [math.inf], np.float64)
     if config.target_ratio is not None and not np.any(ratios >= config.target_ratio):
         closest = _closest(pool, teacher_params)
@@ -364,21 +386,16 @@ def compress(embedding: embedding_lib.Embedding, stored_corpus: corpus_lib.Corpu
             f"{max(ratios):.1f}x; closest: " + ", ".join(f"{c['ratio']:.1f}x (predicted accuracy "
                                                           f"{c['predicted_accuracy']:.3f})" for c in closest) +
             ". Lower the target, search longer (--search_steps, --trust_radius), or grow the corpus.")
-    picked = pick_finalists(pool, teacher_params, config)
-    specs = [pool.specs[i] for i in picked]
-    done = {result.spec.hash: result for result in trained_finalists}
-    start = time.perf_counter()
-    results = [done[spec.hash] for spec in specs if spec.hash in done]
-    todo_specs = [spec for spec in specs if spec.hash not in done]
-    results += finalists_lib.train_finalists(todo_specs, splits, data_config, config.finalist, seed=seed,
-                                             teacher_model=teacher_model, on_result=on_finalist,
-                                             strategy=strategy)
-    timings["finalists"] = time.perf_counter() - start
-    by_hash = {result.spec.hash: result for result in results}
-    results = [by_hash[spec.hash] for spec in specs]
-    chosen, met = choose(results, teacher_metrics, config, teacher_params)
-    return {"chosen": chosen, "finalists": results, "finalist_pool_indices": picked, "pool": pool,
-            "searches": searches, "timings": timings, "target_met": met, "teacher_params": teacher_params}
+
+
+def _train_or_reuse(specs, trained, splits, data_config, config, *, seed, teacher_model, on_result, strategy):
+    """The finalists of `specs` in order: those in `trained` (an interrupted run's) reused, the rest trained."""
+    done = {result.spec.hash: result for result in trained}
+    todo = [spec for spec in specs if spec.hash not in done]
+    for result in finalists_lib.train_finalists(todo, splits, data_config, config, seed=seed,
+                                                teacher_model=teacher_model, on_result=on_result, strategy=strategy):
+        done[result.spec.hash] = result
+    return [done[spec.hash] for spec in specs]
 
 
 def _corpus_pool(pool: Pool, ok: corpus_lib.Corpus) -> None:

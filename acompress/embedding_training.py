@@ -176,6 +176,19 @@ class Records:
         return cls(**{name: np.concatenate(parts) if parts else empty.get(name, np.zeros((0,)))
                       for name, parts in columns.items()})
 
+    @classmethod
+    def empty(cls, tokens_shape: Sequence[int]) -> "Records":
+        return cls(np.zeros((0,) + tuple(tokens_shape), np.int32), np.zeros(0, np.float32), np.zeros(0, np.int64),
+                   np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, object))
+
+    @classmethod
+    def from_corpus(cls, corpus: corpus_lib.Corpus) -> "Records":
+        """The corpus' records, as read (select the statuses first, e.g. ``corpus.select(["ok"])``)."""
+        return cls(tokens=corpus.tokens, val_accuracy=corpus.val_accuracy.astype(np.float32),
+                   params=corpus.params.astype(np.int64), child_index=corpus.child_index.astype(np.int64),
+                   replicate=corpus.replicate.astype(np.int64),
+                   spec_hash=np.asarray([r.spec_hash.encode() for r in corpus.records], object))
+
     def select(self, mask) -> "Records":
         return Records(**{field.name: getattr(self, field.name)[mask] for field in dataclasses.fields(self)})
 
@@ -232,8 +245,7 @@ def unlabeled_records(corpus: corpus_lib.Corpus, count: int, exclude: Sequence[b
     metadata = corpus.metadata
     empty_tokens = tuple(metadata["tokens_shape"])
     if count <= 0:
-        return Records(np.zeros((0,) + empty_tokens, np.int32), np.zeros(0, np.float32), np.zeros(0, np.int64),
-                       np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, object))
+        return Records.empty(empty_tokens)
     teacher = archspec.ArchSpec.from_dict(metadata["teacher"]["spec"])
     space = search_space.SearchSpace.from_dict(metadata["search_space"]["config"])
     info = metadata["dataset"]["info"]
@@ -517,8 +529,7 @@ def evaluate(embedding: embedding_lib.Embedding, heldout: Records, *, train: Opt
     fallback = train.tokens if train is not None and len(train) else first.tokens
     metrics["heldout"]["validity"] = validity(embedding, z, seed=seed, fallback=fallback)
     if train is not None and len(train):
-        all_records = Records(**{f.name: np.concatenate([getattr(train, f.name), getattr(heldout, f.name)])
-                                 for f in dataclasses.fields(Records)})
+        all_records = Records.concatenate([train, heldout])
         corpus_ceiling = noise_ceiling(all_records)
         metrics["corpus_noise_ceiling"] = {"count": corpus_ceiling["count"], "kendall_tau": corpus_ceiling["kendall_tau"]}
         train_first = train.select(train.replicate == 0)

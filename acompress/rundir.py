@@ -32,8 +32,14 @@ class NotARunError(OutputExistsError):
     """The output directory holds files, and it is not a run of this package."""
 
 
-def is_run(directory: str) -> bool:
-    """Whether `directory` was written by this package: its marker, or a run config that is a JSON object."""
+def is_run(directory: str, *, stage: bool = True) -> bool:
+    """Whether `directory` was written by this package: its marker, or a run config that is a JSON object.
+
+    With `stage`, a directory directly inside such a run counts too (a run's stage folder, like the
+    pipeline's compressed/ or embedding/, which a stage binary may then resume or replace).
+    """
+    if stage and is_run(os.path.dirname(directory.rstrip("/")), stage=False):
+        return True
     if tf.io.gfile.exists(os.path.join(directory, MARKER)):
         return True
     for name in RUN_CONFIGS:

@@ -226,6 +226,8 @@ def test_train_embedding_after_a_kill_while_it_saved_its_backup(tmp_path):
     backup = output_dir / "embedding" / "backup"
     backup.mkdir(parents=True)
     (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(200))
+    # The marker the stage wrote before it started (rundir.prepare), so the directory is known as a run.
+    (output_dir / "embedding" / ".acompress_run").write_text("")
     result = run_binary("train_embedding", SMOKE, *EMBEDDING, f"--corpus_dir={copy_corpus(tmp_path)}",
                         f"--output_dir={output_dir}")
     assert result.returncode == 0, describe(result)
