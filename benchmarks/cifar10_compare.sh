@@ -22,8 +22,10 @@ for seed in ${SEEDS:-0}; do
   "$BIN/acompress-tune-baseline" $FLAGS --seed="$seed" --method=l1_prune --pruning_eval_examples=2000 \
       --teacher_dir="$teacher" --output_dir="${run}_l1_prune"
   "$BIN/acompress-compress" $FLAGS --seed="$seed" --output_dir="$run" --ablation=no_embedding
+  # RandomSearch spends what architecture compression spent: corpus + refinement child-epochs.
+  epochs=$("$BIN/python" -c "import json; print(json.load(open('$run/compressed/report.json'))['budget']['child_epochs'])")
   "$BIN/acompress-tune-baseline" $FLAGS --seed="$seed" --method=random --teacher_dir="$teacher" \
-      --output_dir="${run}_random"
+      --budget_child_epochs="$epochs" --output_dir="${run}_random"
 done
 results=()
 for seed in ${SEEDS:-0}; do

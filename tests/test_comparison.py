@@ -82,5 +82,6 @@ def test_importing_the_package_leaves_the_matplotlib_backend_alone():
             "from acompress import plots; assert 'matplotlib.pyplot' not in sys.modules; "
             "from acompress import comparison, pipeline; "
             "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend()")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], cwd=test_binaries.REPO_ROOT, capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -103,6 +103,7 @@ def test_unreachable_target_is_a_one_line_error(run):
     test_binaries.assert_one_line_error(result, "no candidate reaches --target_ratio=100000")
 
 
+@pytest.mark.slow  # two more compressions (80 s); .ci/run's slow step runs it
 @pytest.mark.parametrize("ablation", ["no_embedding", "no_refinement"])
 def test_ablations_write_beside_the_full_method_from_the_same_corpus(run, ablation):
     out = run["output_dir"]
