@@ -96,6 +96,7 @@ from sklearn import model_selection
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from acompress import configs
 from acompress import progress
 
 DIGITS = "digits"
@@ -190,10 +191,11 @@ class DataConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "DataConfig":
-        unknown = set(values) - {field.name for field in dataclasses.fields(cls)}
-        if unknown:
-            raise DataError(f"DataConfig: unknown keys {sorted(unknown)}")
-        return cls(**values)
+        try:
+            fields = configs.strict_fields(cls, values, "DataConfig")
+        except ValueError as error:
+            raise DataError(str(error)) from None
+        return cls(**fields)
 
 
 def _check_config(config: DataConfig) -> None:

@@ -52,6 +52,7 @@ import numpy as np
 import tensorflow as tf
 
 from acompress import archspec
+from acompress import configs
 from acompress import rundir
 from acompress import search_space
 from acompress import tokens as tokens_lib
@@ -101,10 +102,7 @@ class EmbeddingConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "EmbeddingConfig":
-        unknown = set(data) - {field.name for field in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown embedding config keys: {sorted(unknown)}")
-        return cls(**data)
+        return cls(**configs.strict_fields(cls, data, "embedding config"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -75,6 +75,7 @@ from typing import Collection, Dict, Iterable, List, Mapping, Optional, Sequence
 import numpy as np
 
 from acompress import archspec
+from acompress import configs
 from acompress import search_space
 
 _LOG = logging.getLogger(__name__)
@@ -150,11 +151,7 @@ class SamplerConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "SamplerConfig":
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown sampler config fields {sorted(unknown)}")
-        return cls(**data)
+        return cls(**configs.strict_fields(cls, data, "sampler config"))
 
 
 # -- units ----------------------------------------------------------------------

@@ -13,6 +13,7 @@ import json
 from typing import Optional, Tuple
 
 from acompress import archspec
+from acompress import configs
 
 
 def _default_widths() -> Tuple[int, ...]:
@@ -134,11 +135,8 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, data: dict) -> "SearchSpace":
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown search space fields {sorted(unknown)}")
-        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
+        fields = configs.strict_fields(cls, data, "search space")
+        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in fields.items()})
 
     @property
     def hash(self) -> str:
