@@ -269,73 +269,111 @@ def _with_activation(operation, layer: archspec.Layer) -> List[archspec.Layer]:
     return [layer] if activation is None else [layer, archspec.act(activation)]
 
 
-def _convert(operation, input_tensor) -> List[archspec.Layer]:
-    """The spec layers one Keras layer becomes (none for identity layers)."""
-    kind = type(operation)
-    layers = keras.layers
-    rank = _rank(input_tensor)
-    if kind is layers.Conv2D:
+def _padding(operation) -> str:
+    padding = operation.padding.lower()
+    if padding not in archspec.PADDINGS:
+        raise _unsupported(operation, f"padding {padding!r}; supported: {', '.join(archspec.PADDINGS)}")
+    return padding
+
+
+def _conv2d(operation, rank: int) -> List[archspec.Layer]:
+    _channels_last(operation)
+    if tuple(operation.dilation_rate) != (1, 1):
+        raise _unsupported(operation, f"dilation_rate {tuple(operation.dilation_rate)}; supported: dilation_rate=1")
+    if operation.groups != 1:
+        raise _unsupported(operation, f"groups={operation.groups}; supported: groups=1")
+    conv = archspec.conv(operation.filters, _square(operation, operation.kernel_size, "kernel_size"),
+                         _square(operation, operation.strides, "strides"), _padding(operation),
+                         bool(operation.use_bias))
+    return _with_activation(operation, conv)
+
+
+def _dense(operation, rank: int) -> List[archspec.Layer]:
+    if rank != 2:
+        raise _unsupported(operation, f"it is applied to a rank-{rank} tensor; supported: Dense on a flat "
+                                      "input (after Flatten or global pooling)")
+    return _with_activation(operation, archspec.dense(operation.units, bool(operation.use_bias)))
+
+
+def _batch_norm(operation, rank: int) -> List[archspec.Layer]:
+    if operation.axis not in (-1, rank - 1):
+        raise _unsupported(operation, f"axis={operation.axis}; supported: the channel axis (-1)")
+    if not (operation.center and operation.scale):
+        raise _unsupported(operation, f"center={operation.center}, scale={operation.scale}; "
+                                      "supported: center=True and scale=True")
+    return [archspec.bn()]
+
+
+def _activation_layer(operation, rank: int) -> List[archspec.Layer]:
+    activation = _activation(operation, operation.activation)
+    return [] if activation is None else [archspec.act(activation)]
+
+
+def _relu(operation, rank: int) -> List[archspec.Layer]:
+    settings = (operation.max_value, float(operation.negative_slope), float(operation.threshold))
+    if settings == (None, 0.0, 0.0):
+        return [archspec.act("relu")]
+    if settings[0] is not None and float(settings[0]) == 6.0 and settings[1:] == (0.0, 0.0):
+        return [archspec.act("relu6")]
+    raise _unsupported(operation, f"max_value={operation.max_value}, negative_slope="
+                                  f"{operation.negative_slope}, threshold={operation.threshold}; supported: "
+                                  "ReLU() (relu) and ReLU(max_value=6) (relu6)")
+
+
+def _pooling(make):
+    def convert(operation, rank: int) -> List[archspec.Layer]:
         _channels_last(operation)
-        if tuple(operation.dilation_rate) != (1, 1):
-            raise _unsupported(operation, f"dilation_rate {tuple(operation.dilation_rate)}; "
-                                          "supported: dilation_rate=1")
-        if operation.groups != 1:
-            raise _unsupported(operation, f"groups={operation.groups}; supported: groups=1")
-        padding = operation.padding.lower()
-        if padding not in archspec.PADDINGS:
-            raise _unsupported(operation, f"padding {padding!r}; supported: {', '.join(archspec.PADDINGS)}")
-        conv = archspec.conv(operation.filters, _square(operation, operation.kernel_size, "kernel_size"),
-                             _square(operation, operation.strides, "strides"), padding, bool(operation.use_bias))
-        return _with_activation(operation, conv)
-    if kind is layers.Dense:
-        if rank != 2:
-            raise _unsupported(operation, f"it is applied to a rank-{rank} tensor; supported: Dense on a flat "
-                                          "input (after Flatten or global pooling)")
-        return _with_activation(operation, archspec.dense(operation.units, bool(operation.use_bias)))
-    if kind is layers.BatchNormalization:
-        if operation.axis not in (-1, rank - 1):
-            raise _unsupported(operation, f"axis={operation.axis}; supported: the channel axis (-1)")
-        if not (operation.center and operation.scale):
-            raise _unsupported(operation, f"center={operation.center}, scale={operation.scale}; "
-                                          "supported: center=True and scale=True")
-        return [archspec.bn()]
-    if kind is layers.Activation:
-        activation = _activation(operation, operation.activation)
-        return [] if activation is None else [archspec.act(activation)]
-    if kind is layers.ReLU:
-        settings = (operation.max_value, float(operation.negative_slope), float(operation.threshold))
-        if settings == (None, 0.0, 0.0):
-            return [archspec.act("relu")]
-        if settings[0] is not None and float(settings[0]) == 6.0 and settings[1:] == (0.0, 0.0):
-            return [archspec.act("relu6")]
-        raise _unsupported(operation, f"max_value={operation.max_value}, negative_slope="
-                                      f"{operation.negative_slope}, threshold={operation.threshold}; supported: "
-                                      "ReLU() (relu) and ReLU(max_value=6) (relu6)")
-    if kind in (layers.MaxPooling2D, layers.AveragePooling2D):
-        _channels_last(operation)
-        padding = operation.padding.lower()
-        if padding not in archspec.PADDINGS:
-            raise _unsupported(operation, f"padding {padding!r}; supported: {', '.join(archspec.PADDINGS)}")
-        make = archspec.maxpool if kind is layers.MaxPooling2D else archspec.avgpool
         return [make(_square(operation, operation.pool_size, "pool_size"),
-                     _square(operation, operation.strides, "strides"), padding)]
-    if kind in (layers.GlobalAveragePooling2D, layers.GlobalMaxPooling2D):
+                     _square(operation, operation.strides, "strides"), _padding(operation))]
+    return convert
+
+
+def _global_pooling(make):
+    def convert(operation, rank: int) -> List[archspec.Layer]:
         _channels_last(operation)
         if operation.keepdims:
             raise _unsupported(operation, "keepdims=True; supported: keepdims=False")
-        return [archspec.gap() if kind is layers.GlobalAveragePooling2D else archspec.gmp()]
-    if kind is layers.Flatten:
-        if rank != 4:
-            raise _unsupported(operation, f"it flattens a rank-{rank} tensor; supported: Flatten of the "
-                                          "(batch, height, width, channels) feature map, once")
-        _channels_last(operation)
-        return [archspec.flatten()]
-    if kind is layers.Dropout:
-        if operation.noise_shape is not None:
-            raise _unsupported(operation, f"noise_shape={operation.noise_shape}; supported: None")
-        rate = float(operation.rate)
-        return [] if rate == 0.0 else [archspec.dropout(rate)]
-    raise _unsupported(operation, f"this layer type is not supported; supported: {SUPPORTED_LAYERS}")
+        return [make()]
+    return convert
+
+
+def _flatten(operation, rank: int) -> List[archspec.Layer]:
+    if rank != 4:
+        raise _unsupported(operation, f"it flattens a rank-{rank} tensor; supported: Flatten of the "
+                                      "(batch, height, width, channels) feature map, once")
+    _channels_last(operation)
+    return [archspec.flatten()]
+
+
+def _dropout(operation, rank: int) -> List[archspec.Layer]:
+    if operation.noise_shape is not None:
+        raise _unsupported(operation, f"noise_shape={operation.noise_shape}; supported: None")
+    rate = float(operation.rate)
+    return [] if rate == 0.0 else [archspec.dropout(rate)]
+
+
+# Keras layer type -> converter(operation, input rank) -> the spec layers it becomes (none for identities).
+_CONVERTERS = {
+    keras.layers.Conv2D: _conv2d,
+    keras.layers.Dense: _dense,
+    keras.layers.BatchNormalization: _batch_norm,
+    keras.layers.Activation: _activation_layer,
+    keras.layers.ReLU: _relu,
+    keras.layers.MaxPooling2D: _pooling(archspec.maxpool),
+    keras.layers.AveragePooling2D: _pooling(archspec.avgpool),
+    keras.layers.GlobalAveragePooling2D: _global_pooling(archspec.gap),
+    keras.layers.GlobalMaxPooling2D: _global_pooling(archspec.gmp),
+    keras.layers.Flatten: _flatten,
+    keras.layers.Dropout: _dropout,
+}
+
+
+def _convert(operation, input_tensor) -> List[archspec.Layer]:
+    """The spec layers one Keras layer becomes (none for identity layers)."""
+    converter = _CONVERTERS.get(type(operation))
+    if converter is None:
+        raise _unsupported(operation, f"this layer type is not supported; supported: {SUPPORTED_LAYERS}")
+    return converter(operation, _rank(input_tensor))
 
 
 def _match_block(block: _Block) -> archspec.Layer:
