@@ -309,31 +309,56 @@ def _train_group(group, inputs: _Data, config, seed, replicate, teacher, strateg
     start = time.perf_counter()
     distribution.agree(strategy, f"children {[(index, spec.hash) for index, spec in group]} seed {seed} "
                                  f"replicate {replicate}")
-    with distribution.scope(strategy):
-        models, seeds = _build_children(group, inputs, config, seed, replicate)
-        optimizer = keras.optimizers.Adam(learning_rate=_learning_rate(config, inputs.batches.steps * config.epochs))
-        # Children follow the global dtype policy (precision.apply: mixed_float16 on a GPU). float16
-        # needs loss scaling: a dynamic loss scale skips a step whose gradients overflow (on any replica).
-        scaled = keras.mixed_precision.global_policy().compute_dtype == "float16"
-        if scaled:
-            optimizer = distribution.ReplicaSafeLossScaleOptimizer(optimizer)
-        variables = [m.trainable_variables for m in models]
-        flat_variables = [v for vs in variables for v in vs]
-        if config.epochs:  # a label from recalibration alone trains nothing
-            optimizer.build(flat_variables)
-        replicated = {"trainable": False, "synchronization": tf.VariableSynchronization.ON_WRITE,
-                      "aggregation": tf.VariableAggregation.ONLY_FIRST_REPLICA}
-        alive = tf.Variable(tf.ones([len(models)], tf.bool), **replicated)
-        # Under loss scaling: steps in a row whose gradients were not finite, per child.
-        overflow_streak = tf.Variable(tf.zeros([len(models)], tf.int32), **replicated)
-    teacher_logits = keras_builder.logits_model(teacher) if config.distill else None
-    num_replicas = distribution.replicas(strategy)
-    hard = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    temperature = config.distill_temperature
+    packed = _PackedGroup(group, inputs, config, seed, replicate, teacher, strategy)
+    if inputs.parent is not None and config.recalibrate_batches:
+        inheritance.recalibrate_batch_norm(packed.models, inputs.batches.for_epoch(0), config.recalibrate_batches)
+    died_in_epoch = packed.train()
+    accuracy = packed.validation_accuracy()
+    seconds = (time.perf_counter() - start) / len(packed.models)
+    results = []
+    for k, (index, spec) in enumerate(group):
+        if died_in_epoch[k] is None and not all(np.isfinite(w).all() for w in packed.models[k].get_weights()):
+            died_in_epoch[k] = config.epochs  # e.g. non-finite batch norm statistics
+        if died_in_epoch[k] is None:
+            results.append(ChildResult(index, spec, packed.seeds[k], float(accuracy[k]), config.epochs, seconds, OK))
+        else:
+            results.append(ChildResult(index, spec, packed.seeds[k], float("nan"), died_in_epoch[k], seconds,
+                                       DIVERGED, "loss, gradients or weights became NaN or infinite"))
+    return results
 
-    def child_loss(y, logits, soft_targets, global_batch):
+
+class _PackedGroup:
+    """A group of children trained together: one traced step updates every child on the same batch."""
+
+    def __init__(self, group, inputs: _Data, config, seed, replicate, teacher, strategy):
+        self.inputs, self.config, self.strategy = inputs, config, strategy
+        with distribution.scope(strategy):
+            self.models, self.seeds = _build_children(group, inputs, config, seed, replicate)
+            optimizer = keras.optimizers.Adam(
+                learning_rate=_learning_rate(config, inputs.batches.steps * config.epochs))
+            # Children follow the global dtype policy (precision.apply: mixed_float16 on a GPU). float16
+            # needs loss scaling: a dynamic loss scale skips a step whose gradients overflow (on any replica).
+            self.scaled = keras.mixed_precision.global_policy().compute_dtype == "float16"
+            if self.scaled:
+                optimizer = distribution.ReplicaSafeLossScaleOptimizer(optimizer)
+            self.optimizer = optimizer
+            self.variables = [m.trainable_variables for m in self.models]
+            self.flat_variables = [v for vs in self.variables for v in vs]
+            if config.epochs:  # a label from recalibration alone trains nothing
+                optimizer.build(self.flat_variables)
+            replicated = {"trainable": False, "synchronization": tf.VariableSynchronization.ON_WRITE,
+                          "aggregation": tf.VariableAggregation.ONLY_FIRST_REPLICA}
+            self.alive = tf.Variable(tf.ones([len(self.models)], tf.bool), **replicated)
+            # Under loss scaling: steps in a row whose gradients were not finite, per child.
+            self.overflow_streak = tf.Variable(tf.zeros([len(self.models)], tf.int32), **replicated)
+        self.teacher_logits = keras_builder.logits_model(teacher) if config.distill else None
+        self.num_replicas = distribution.replicas(strategy)
+        self.hard = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def child_loss(self, y, logits, soft_targets, global_batch):
+        temperature = self.config.distill_temperature
         if global_batch is None:  # one replica: the batch mean
-            loss = hard(y, logits)
+            loss = self.hard(y, logits)
             soft = None if soft_targets is None else tf.reduce_mean(
                 distillation.kl_per_example(soft_targets, logits, temperature))
         else:  # this replica's share of the global batch mean (the replicas' gradients are summed)
@@ -343,94 +368,100 @@ def _train_group(group, inputs: _Data, config, seed, replicate, teacher, strateg
                 distillation.kl_per_example(soft_targets, logits, temperature)) / global_batch
         if soft is None:
             return loss
-        return distillation.combine(loss, soft, config.distill_alpha, temperature)
+        return distillation.combine(loss, soft, self.config.distill_alpha, temperature)
 
-    def replica_step(x, y):
+    def replica_step(self, x, y):
         global_batch = None
-        if num_replicas > 1:
+        if self.num_replicas > 1:
             # Every replica holds the global batch and trains on its own strided share.
             global_batch = tf.cast(tf.shape(x)[0], tf.float32)
             replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-            x, y = x[replica::num_replicas], y[replica::num_replicas]
+            x, y = x[replica::self.num_replicas], y[replica::self.num_replicas]
         soft_targets = None
-        if teacher_logits is not None:
-            soft_targets = distillation.soft_targets(teacher_logits(x, training=False), temperature)
+        if self.teacher_logits is not None:
+            soft_targets = distillation.soft_targets(self.teacher_logits(x, training=False),
+                                                     self.config.distill_temperature)
         with tf.GradientTape() as tape:
-            losses = [child_loss(y, tf.cast(m(x, training=True), tf.float32), soft_targets, global_batch)
-                      for m in models]
+            losses = [self.child_loss(y, tf.cast(m(x, training=True), tf.float32), soft_targets, global_batch)
+                      for m in self.models]
             total = tf.add_n(losses)
-            if scaled:
-                total = optimizer.scale_loss(total)
-        gradients = tape.gradient(total, flat_variables)
-        # A child stays alive while its loss and all its gradients are finite (on every
-        # replica); a dead child's gradients are zeroed, so it cannot disturb the optimizer.
-        # Under loss scaling, gradients that overflow are the scale's business (the step is
-        # skipped and the scale halved): there a child dies when its loss does, or when its
-        # gradients stay non-finite for MAX_OVERFLOW_STEPS steps in a row (no scale helps it).
+            if self.scaled:
+                total = self.optimizer.scale_loss(total)
+        gradients = tape.gradient(total, self.flat_variables)
+        per_child = self._mark_the_dead(losses, gradients)
+        masked = [tf.where(self.alive[child], gradient, tf.zeros_like(gradient))
+                  for child, child_gradients in enumerate(per_child) for gradient in child_gradients]
+        self.optimizer.apply(masked, self.flat_variables)  # sums the replicas' gradients under a strategy
+        return tf.stack(losses)
+
+    def _mark_the_dead(self, losses, gradients):
+        """Updates `alive`; returns the gradients split per child.
+
+        A child stays alive while its loss and all its gradients are finite (on every
+        replica); a dead child's gradients are zeroed, so it cannot disturb the optimizer.
+        Under loss scaling, gradients that overflow are the scale's business (the step is
+        skipped and the scale halved): there a child dies when its loss does, or when its
+        gradients stay non-finite for MAX_OVERFLOW_STEPS steps in a row (no scale helps it).
+        """
         loss_finite, gradients_finite, per_child, position = [], [], [], 0
-        for child, child_vars in enumerate(variables):
+        for child, child_vars in enumerate(self.variables):
             child_gradients = gradients[position:position + len(child_vars)]
             position += len(child_vars)
             loss_finite.append(tf.math.is_finite(losses[child]))
             gradients_finite.append(_all_finite(child_gradients))
             per_child.append(child_gradients)
         loss_finite, gradients_finite = tf.stack(loss_finite), tf.stack(gradients_finite)
-        if num_replicas > 1:  # one verdict for every replica: finite only where finite on all of them
+        if self.num_replicas > 1:  # one verdict for every replica: finite only where finite on all of them
             context = tf.distribute.get_replica_context()
             loss_finite, gradients_finite = [
                 tf.equal(context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.logical_not(f), tf.int32)), 0)
                 for f in (loss_finite, gradients_finite)]
-        if scaled:
-            streak = tf.where(gradients_finite, tf.zeros_like(overflow_streak), overflow_streak + 1)
-            overflow_streak.assign(streak)
+        if self.scaled:
+            streak = tf.where(gradients_finite, tf.zeros_like(self.overflow_streak), self.overflow_streak + 1)
+            self.overflow_streak.assign(streak)
             finite = tf.logical_and(loss_finite, streak < MAX_OVERFLOW_STEPS)
         else:
             finite = tf.logical_and(loss_finite, gradients_finite)
-        alive.assign(tf.logical_and(alive, finite))
-        masked = [tf.where(alive[child], gradient, tf.zeros_like(gradient))
-                  for child, child_gradients in enumerate(per_child) for gradient in child_gradients]
-        optimizer.apply(masked, flat_variables)  # sums the replicas' gradients under a strategy
-        return tf.stack(losses)
+        self.alive.assign(tf.logical_and(self.alive, finite))
+        return per_child
 
-    # One trace per group: the signature leaves the batch size open, so the last,
-    # smaller batch of an epoch does not trace the step again.
-    @tf.function(input_signature=list(inputs.batches.element_spec))
-    def train_step(x, y):
-        if strategy is None:
-            return replica_step(x, y)
-        return strategy.run(replica_step, args=(x, y))
+    def train(self) -> List[Optional[int]]:
+        """Trains every child for the config's epochs; the epoch each one died in (None: alive)."""
+        strategy = self.strategy
 
-    @tf.function(input_signature=_batch_signature(inputs.validation))
-    def correct_counts(x, y):
-        y = tf.cast(tf.reshape(y, [-1]), tf.int64)
-        return tf.stack([tf.reduce_sum(tf.cast(tf.equal(tf.argmax(m(x, training=False), -1), y), tf.int64))
-                         for m in models])
+        # One trace per group: the signature leaves the batch size open, so the last,
+        # smaller batch of an epoch does not trace the step again.
+        @tf.function(input_signature=list(self.inputs.batches.element_spec))
+        def train_step(x, y):
+            if strategy is None:
+                return self.replica_step(x, y)
+            return strategy.run(self.replica_step, args=(x, y))
 
-    if inputs.parent is not None and config.recalibrate_batches:
-        inheritance.recalibrate_batch_norm(models, inputs.batches.for_epoch(0), config.recalibrate_batches)
-    died_in_epoch = [None] * len(models)
-    for epoch in range(config.epochs):
-        for x, y in inputs.batches.for_epoch(epoch):
-            train_step(x, y)
-        for k, is_alive in enumerate(alive.numpy()):
-            if not is_alive and died_in_epoch[k] is None:
-                died_in_epoch[k] = epoch + 1
-    correct = np.zeros(len(models), np.int64)
-    total = 0
-    for x, y in inputs.validation:
-        correct += correct_counts(x, y).numpy()
-        total += int(tf.shape(x)[0])
-    seconds = (time.perf_counter() - start) / len(models)
-    results = []
-    for k, (index, spec) in enumerate(group):
-        if died_in_epoch[k] is None and not all(np.isfinite(w).all() for w in models[k].get_weights()):
-            died_in_epoch[k] = config.epochs  # e.g. non-finite batch norm statistics
-        if died_in_epoch[k] is None:
-            results.append(ChildResult(index, spec, seeds[k], float(correct[k] / total), config.epochs, seconds, OK))
-        else:
-            results.append(ChildResult(index, spec, seeds[k], float("nan"), died_in_epoch[k], seconds, DIVERGED,
-                                       "loss, gradients or weights became NaN or infinite"))
-    return results
+        died_in_epoch = [None] * len(self.models)
+        for epoch in range(self.config.epochs):
+            for x, y in self.inputs.batches.for_epoch(epoch):
+                train_step(x, y)
+            for k, is_alive in enumerate(self.alive.numpy()):
+                if not is_alive and died_in_epoch[k] is None:
+                    died_in_epoch[k] = epoch + 1
+        return died_in_epoch
+
+    def validation_accuracy(self) -> np.ndarray:
+        """Every child's accuracy on the validation pipeline, in one traced pass per batch."""
+        models = self.models
+
+        @tf.function(input_signature=_batch_signature(self.inputs.validation))
+        def correct_counts(x, y):
+            y = tf.cast(tf.reshape(y, [-1]), tf.int64)
+            return tf.stack([tf.reduce_sum(tf.cast(tf.equal(tf.argmax(m(x, training=False), -1), y), tf.int64))
+                             for m in models])
+
+        correct = np.zeros(len(models), np.int64)
+        total = 0
+        for x, y in self.inputs.validation:
+            correct += correct_counts(x, y).numpy()
+            total += int(tf.shape(x)[0])
+        return correct / total
 
 
 def _batch_signature(dataset: tf.data.Dataset):
