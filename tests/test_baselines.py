@@ -456,6 +456,7 @@ def test_binary_uniform_reuses_a_teacher_dir(random_run, tmp_path):
     assert "teacher: copied from" in run.stderr and "teacher: reusing" in run.stderr
 
 
+@pytest.mark.slow  # 30 s; tests/test_pruning.py covers run_baseline's l1_prune in the default run
 def test_binary_l1_prune_prunes_the_same_teacher_and_fine_tunes_it(random_run, tmp_path):
     source, _ = random_run
     output_dir = str(tmp_path / "l1")

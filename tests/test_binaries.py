@@ -324,7 +324,10 @@ for path in sys.argv[2:]:
 """
 
 
-@pytest.mark.parametrize("binary", ["generate_corpus", "train_embedding", "compress", "pipeline", "tune_baseline"])
+@pytest.mark.parametrize("binary", [
+    "generate_corpus", "tune_baseline",  # the two smallest flag sets (the others define supersets of the first)
+    pytest.param("train_embedding", marks=pytest.mark.slow), pytest.param("compress", marks=pytest.mark.slow),
+    pytest.param("pipeline", marks=pytest.mark.slow)])
 def test_every_flagfile_is_accepted_by_every_stage_binary(binary):
     # A flagfile names flags of every stage; absl refuses one a binary does not define.
     paths = [os.path.join("flags", name) for name in FLAGFILES]

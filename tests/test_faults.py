@@ -374,8 +374,8 @@ def test_output_dir_that_is_a_file(tmp_path):
     assert blocker.read_text() == "not a directory"
 
 
-@pytest.mark.parametrize("overwrite", [False, True], ids=["plain", "overwrite"])
-@pytest.mark.parametrize("binary", ["compare", "generate_corpus"])
+@pytest.mark.parametrize("binary, overwrite", [("compare", False), ("compare", True), ("generate_corpus", True)],
+                         ids=["compare", "compare-overwrite", "generate_corpus-overwrite"])
 def test_a_directory_that_is_not_a_run_is_left_alone(binary, overwrite, tmp_path):
     # A user's own directory (here: their file, and a config.json that is not a run's) is never written
     # into, resumed or deleted: --output_dir=. with --overwrite must not wipe a working directory.
