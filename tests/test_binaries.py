@@ -325,7 +325,8 @@ for path in sys.argv[2:]:
 
 
 @pytest.mark.parametrize("binary", [
-    "generate_corpus", "tune_baseline",  # the two smallest flag sets (the others define supersets of the first)
+    "generate_corpus",  # the smallest flag set (the stage binaries define supersets of it)
+    pytest.param("tune_baseline", marks=pytest.mark.slow),
     pytest.param("train_embedding", marks=pytest.mark.slow), pytest.param("compress", marks=pytest.mark.slow),
     pytest.param("pipeline", marks=pytest.mark.slow)])
 def test_every_flagfile_is_accepted_by_every_stage_binary(binary):
@@ -338,6 +339,7 @@ def test_every_flagfile_is_accepted_by_every_stage_binary(binary):
     assert result.stdout.count("parsed") == len(paths)
 
 
+@pytest.mark.slow  # three binaries started; run by hand
 @pytest.mark.parametrize("binary, flag", [("pipeline", "--num_children"), ("tune_baseline", "--method"),
                                           ("compare", "--results")])
 def test_help_shows_the_docstring_and_the_binarys_flags(binary, flag):

@@ -76,6 +76,7 @@ def test_compare_binary_writes_table_json_and_plot(tmp_path):
     test_binaries.assert_one_line_error(again, "already holds results")
 
 
+@pytest.mark.slow  # a fresh interpreter importing TensorFlow
 def test_importing_the_package_leaves_the_matplotlib_backend_alone():
     # A notebook's backend must survive `import acompress...`: the plots draw on Figure objects, not pyplot.
     code = ("import sys, matplotlib; matplotlib.use('svg'); "

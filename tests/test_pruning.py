@@ -133,6 +133,7 @@ def test_the_pruned_network_keeps_the_largest_l1_filters(tiny_teacher):
     assert pruned_any
 
 
+@pytest.mark.slow  # a finalist trained; the allocation, sensitivity and kept filters stay in the default run
 def test_run_baseline_prunes_and_fine_tunes_one_finalist(tiny_teacher, tmp_path):
     splits, model = tiny_teacher
     config = baselines.BaselineConfig(
