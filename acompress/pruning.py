@@ -130,11 +130,14 @@ def pruned_spec(teacher: archspec.ArchSpec, keep: Mapping[int, float],
 
 def sensitivity(teacher_model: keras.Model, search: data.SearchSplits, data_config: data.DataConfig,
                 config: PruningConfig = PruningConfig(), *, bn_momentum: float = 0.9,
-                space: Optional[search_space.SearchSpace] = None
+                space: Optional[search_space.SearchSpace] = None, source=None
                 ) -> Tuple[float, Dict[int, Dict[float, float]], int]:
-    """Step 1 of the module docstring: (base accuracy, unit -> {fraction: accuracy}, evaluations)."""
+    """Step 1 of the module docstring: (base accuracy, unit -> {fraction: accuracy}, evaluations).
+
+    `source`: the teacher's `inheritance.source` when the caller already has it (it is computed otherwise).
+    """
     info = search.info
-    teacher_spec, tensors = inheritance.source(teacher_model, info.input_shape, info.num_classes)
+    teacher_spec, tensors = source or inheritance.source(teacher_model, info.input_shape, info.num_classes)
     x_val, y_val = search.x_val, search.y_val
     if config.eval_examples is not None and config.eval_examples < len(y_val):
         chosen = np.sort(np.random.default_rng(data_config.seed).choice(len(y_val), config.eval_examples,
@@ -211,9 +214,10 @@ def prune(teacher_model: keras.Model, search: data.SearchSplits, data_config: da
     """Sensitivity analysis and allocation (module docstring); the network still needs its fine-tune."""
     start = time.monotonic()
     info = search.info
-    teacher_spec, _ = inheritance.source(teacher_model, info.input_shape, info.num_classes)
+    source = inheritance.source(teacher_model, info.input_shape, info.num_classes)  # parsed and copied once
+    teacher_spec = source[0]
     base, table, evaluations = sensitivity(teacher_model, search, data_config, config, bn_momentum=bn_momentum,
-                                           space=space)
+                                           space=space, source=source)
     keep, spec, reached = allocate(teacher_spec, info.input_shape, info.num_classes, target_ratio=target_ratio,
                                    base_accuracy=base, table=table, space=space)
     params = spec.count_params(info.input_shape, info.num_classes)
