@@ -14,15 +14,17 @@ Sources (``DataConfig.name``):
   in and the command that prepares it. TFDS is never given the chance to retry a
   download for minutes.
 * A ``.npz`` file with arrays ``x`` (N, H, W) or (N, H, W, C) and ``y`` (N,)
-  integer labels; optionally ``x_test`` + ``y_test`` (a fixed test split) and
-  ``class_names``.
+  integer labels; optionally ``x_val`` + ``y_val`` (a fixed validation split),
+  ``x_test`` + ``y_test`` (a fixed test split) and ``class_names``.
 * An image folder with one sub-folder per class (``root/<class>/<image>``), or
   TFDS's ``ImageFolder`` layout with split folders (``root/train/<class>/...``,
-  ``root/test/<class>/...``). PNG, JPEG, BMP and GIF files are decoded, with a
-  progress bar. With ``cache_dir`` (``--data_cache_dir``) the decoded arrays are
-  kept in a decode cache there (see "Decode cache" below), so only the first load
-  of a folder pays for decoding (CIFAR-10's 60,000 JPEGs: ~10-30 s; from the
-  cache ~0.4 s, listing the folder included).
+  optionally ``root/val/<class>/...`` or ``root/validation/<class>/...``, and
+  ``root/test/<class>/...``; the held-out folders hold the classes of
+  ``train/``, each with at least one image). PNG, JPEG, BMP and GIF files are
+  decoded, with a progress bar. With ``cache_dir`` (``--data_cache_dir``) the
+  decoded arrays are kept in a decode cache there (see "Decode cache" below), so
+  only the first load of a folder pays for decoding (CIFAR-10's 60,000 JPEGs:
+  ~10-30 s; from the cache ~0.4 s, listing the folder included).
 
 Data sets are held in memory as numpy arrays (float32 images, int32 labels): the
 sizes this package works with (CIFAR: ~0.6 GB as float32) allow it, and it keeps
@@ -32,33 +34,75 @@ Splits, and who may see which:
 
 * test: the source's own test split (TFDS, ``x_test`` in a ``.npz``, a ``test``
   folder) or else ``test_fraction`` of the data, stratified by class.
-* validation: ``validation_fraction`` of the remaining training data, stratified.
-* train: the rest, optionally reduced to a stratified proxy (``train_fraction``,
+* validation: the source's own validation split (``x_val`` in a ``.npz``, a
+  ``val`` or ``validation`` folder; then ``validation_fraction`` is not used, which
+  is logged) or else ``validation_fraction`` of the remaining training data,
+  stratified.
+* train: the rest (all of ``x`` / ``train/`` when both held-out splits are
+  given), optionally reduced to a stratified proxy (``train_fraction``,
   ``max_examples``) for fast child training; validation and test stay whole so
   accuracies stay comparable across proxy budgets.
 
-The validation split is carved from the training data and is all the search
-ever sees: search code takes a `SearchSplits` (`Splits.for_search()`), which has
-no test arrays at all. The test split only reports final results. Every split is
-a deterministic function of the seed, and no split is left without an example of
-some class (that is an error).
+The validation split is all the search ever sees: search code takes a
+`SearchSplits` (`Splits.for_search()`), which has no test arrays at all. The
+test split only reports final results. Every carved split is a deterministic
+function of the seed, a given split is used whole and in its order
+(`Splits.indices` then index the given arrays), and no split is left without an
+example of some class (that is an error).
 
-Normalisation is per channel, with the mean and standard deviation of the
-final training split (`Normalisation`, stored in `DatasetInfo`), applied to all
-three splits. Augmentation (random crop after padding, and horizontal flip where
-a mirrored image keeps its class) happens in the training pipeline only.
+A warning for a teacher you trained yourself: if it was trained on all of the
+data you pass here, a validation or test split carved from that data holds
+images the teacher has already seen. Its accuracy there is inflated, and that
+inflated number becomes the bar every compressed network is measured against
+(and the validation the search ranks by). Give held-out data the teacher never
+saw: ``x_val``/``y_val`` and ``x_test``/``y_test`` in the ``.npz``, or ``val/`` and
+``test/`` folders beside ``train/``.
+
+Normalisation (``DataConfig.normalise``; the affine used is stored per channel
+in ``DatasetInfo.normalisation``, and exports prepend it, so they take raw
+inputs):
+
+* ``"fit"`` (the default): ``(x - mean) / std`` with the per-channel mean and
+  standard deviation of the final training split (after the proxy subset),
+  applied to all three splits. Right for networks this package trains (zoo and
+  spec teachers, children, finalists).
+* ``"none"``: the raw values as float32, unchanged (``DatasetInfo.normalisation``
+  is the identity, mean 0 and std 1 per channel). For a trained teacher that
+  takes raw inputs (0..255, say, or with its own ``Rescaling`` or
+  ``Normalization`` layer inside).
+* a fixed affine ``{"mean": [...], "std": [...]}`` (one entry per channel, or
+  one for all; std > 0): ``(x - mean) / std`` on all splits, recorded as given
+  (spread to one entry per channel). For a trained teacher that expects inputs
+  preprocessed outside the model: ``x / 255`` is ``{"mean": [0], "std": [255]}``;
+  a ``Rescaling(scale, offset)`` is ``mean = -offset / scale, std = 1 / scale``.
+
+A user's trained teacher learnt its own input convention; standardising its
+inputs with fitted statistics would silently feed it other numbers than it was
+trained on, so the caller picks the convention (see ``--normalize``).
+
+Augmentation (random crop after padding, and horizontal flip where a mirrored
+image keeps its class) happens in the training pipeline only. The padding is
+zeros in the normalised values, whatever the mode: with ``"fit"`` that is the
+training mean; with ``"none"`` it is a raw 0 (black), the usual padding of a
+network trained on raw pixels; with a fixed affine it is the raw value ``mean``
+(black for ``x / 255``, mid-grey for ``Rescaling(1/127.5, offset=-1)``, the
+data set mean for a teacher's own ``Normalization``). Zero is kept rather than
+a mode-dependent value so that augmented batches stay a function of the
+normalised arrays alone (`EpochBatches` is unchanged by the mode).
 
 Decode cache (image folders only, when ``DataConfig.cache_dir`` is set):
 
 * One uncompressed ``.npz`` per (folder, resize) in ``cache_dir``, named
   ``<folder name>-<12 hex: real path + resize>-<32 hex of the key>.npz``. It holds
-  the decoded images exactly as decoded (``x``, and ``x_test`` for a ``test``
-  folder; labels and class names follow from the folder listing), the full key,
-  the format version and a sha256 of the arrays.
+  the decoded images exactly as decoded (``x``, ``x_val`` for a ``val`` or
+  ``validation`` folder and ``x_test`` for a ``test`` folder; labels and class
+  names follow from the folder listing), the full key, the format version and a
+  sha256 of the arrays.
 * The key is a sha256 over the cache format version, the TensorFlow version (the
-  decoder), the resize setting, the class names and, for every image file, its
-  path relative to the folder, size and mtime in nanoseconds. The folder is
-  listed (os.scandir + stat: ~0.3 s for 60,000 files) on every load, so any
+  decoder), the resize setting, the class names, the splits and, for every
+  image file, its path relative to the folder (``val/cat/1.png``), size and
+  mtime in nanoseconds. The folder is listed (os.scandir + stat: ~0.3 s for
+  60,000 files) on every load, so any
   added, removed, renamed, resized or re-timed file gives another key and
   another file name: a changed folder is never read from a stale cache. A file
   rewritten with the same size and the same mtime to the nanosecond would not be
@@ -85,7 +129,7 @@ import re
 import socket
 import tempfile
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import urllib.parse
 import zipfile
 
@@ -126,8 +170,13 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 _CHUNK = 4096  # examples per chunk when resizing or computing statistics
 _PROBE_TIMEOUT_S = 5.0
 # Bump when what a decode cache file holds, or how images are decoded, changes.
-FOLDER_CACHE_VERSION = 1
+FOLDER_CACHE_VERSION = 2  # 2: optional x_val (a val/ or validation/ folder)
 _STALE_TEMP_S = 3600.0  # a cache's temporary file older than this is from a killed run
+
+# DataConfig.normalise: the training split's statistics, or the raw values; else a fixed `Normalisation`.
+NORMALISE_FIT = "fit"
+NORMALISE_NONE = "none"
+NORMALISE_MODES = (NORMALISE_FIT, NORMALISE_NONE)
 
 
 class DataError(ValueError):
@@ -136,6 +185,75 @@ class DataError(ValueError):
 
 class DatasetNotPreparedError(DataError):
     """A TFDS data set is not prepared in its data directory and downloading is off."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalisation:
+    """Per-channel affine ``(x - mean) / std``: the training split's statistics, the identity, or given.
+
+    Also the fixed form of `DataConfig.normalise`, where ``mean`` and ``std`` may
+    have one entry each for all channels (`for_channels` spreads them).
+    """
+
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Returns ``x`` (..., C) standardised, as a new float32 array."""
+        out = np.asarray(x, dtype=np.float32).copy()
+        out -= np.asarray(self.mean, dtype=np.float32)
+        out /= np.asarray(self.std, dtype=np.float32)
+        return out
+
+    def to_dict(self) -> dict:
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, values, where: str = "normalisation") -> "Normalisation":
+        """``{"mean": [...], "std": [...]}`` (finite numbers, std > 0) -> a `Normalisation`; DataError if not."""
+        if isinstance(values, Normalisation):
+            values = values.to_dict()
+        if not isinstance(values, Mapping) or set(values) != {"mean", "std"}:
+            keys = sorted(values) if isinstance(values, Mapping) else type(values).__name__
+            raise DataError(f"{where}: a fixed normalisation must be a dict with exactly the keys 'mean' and "
+                            f"'std' (lists of numbers, one per channel or one for all), got {keys}")
+        entries = {}
+        for key in ("mean", "std"):
+            value = values[key]
+            if isinstance(value, np.ndarray):
+                value = value.tolist()
+            if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+                value = [value]
+            if (not isinstance(value, (list, tuple)) or not value
+                    or not all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                               for v in value)):
+                raise DataError(f"{where}: '{key}' must be a non-empty list of numbers (one per channel, or one "
+                                f"for all channels), got {value!r}")
+            floats = tuple(float(v) for v in value)
+            if not all(np.isfinite(floats)):
+                raise DataError(f"{where}: '{key}' must be finite, got {list(floats)}")
+            entries[key] = floats
+        if min(entries["std"]) <= 0.0:
+            raise DataError(f"{where}: 'std' must be > 0 in every channel, got {list(entries['std'])}")
+        lengths = {len(entries["mean"]), len(entries["std"])} - {1}
+        if len(lengths) > 1:
+            raise DataError(f"{where}: 'mean' has {len(entries['mean'])} entries and 'std' "
+                            f"{len(entries['std'])}; give one per channel (the same count) or one for all")
+        return cls(mean=entries["mean"], std=entries["std"])
+
+    @classmethod
+    def identity(cls, channels: int) -> "Normalisation":
+        return cls(mean=(0.0,) * channels, std=(1.0,) * channels)
+
+    def for_channels(self, channels: int, where: str) -> "Normalisation":
+        """This affine with one entry per channel; DataError when its counts fit neither 1 nor ``channels``."""
+        for key in ("mean", "std"):
+            count = len(getattr(self, key))
+            if count not in (1, channels):
+                raise DataError(f"DataConfig.normalise: '{key}' has {count} entries, but the data ({where}) has "
+                                f"{channels} channel(s); give one entry per channel or a single entry for all")
+        return Normalisation(mean=tuple(self.mean) * (channels // len(self.mean)),
+                             std=tuple(self.std) * (channels // len(self.std)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +281,14 @@ class DataConfig:
       cache_dir: directory for the decode cache of image folders (see "Decode
         cache" in the module docstring), or None: decode every run. Must not lie
         inside the data folder. Does not change the data.
+      normalise: the input convention of every split (see "Normalisation" in
+        the module docstring): ``"fit"`` (the training split's per-channel mean
+        and std), ``"none"`` (the raw values as float32), or a fixed affine
+        ``{"mean": [...], "std": [...]}`` (one entry per channel, or one for
+        all; std > 0), applied as ``(x - mean) / std``. A dict is stored as a
+        `Normalisation` (so the config stays hashable); `to_dict` gives the dict
+        back, and leaves the key out for ``"fit"``, so configs and corpora
+        written before this field existed read and compare as they did.
     """
 
     name: str = DIGITS
@@ -178,15 +304,22 @@ class DataConfig:
     augment: Optional[bool] = None
     cache: bool = False
     cache_dir: Optional[str] = None
+    normalise: Union[str, Normalisation] = NORMALISE_FIT
 
     def __post_init__(self):
         if self.resize is not None:
             object.__setattr__(self, "resize", tuple(self.resize))
+        if isinstance(self.normalise, (Mapping, Normalisation)):
+            object.__setattr__(self, "normalise", Normalisation.from_dict(self.normalise, "DataConfig.normalise"))
         _check_config(self)
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["resize"] = list(self.resize) if self.resize is not None else None
+        if isinstance(self.normalise, Normalisation):
+            out["normalise"] = self.normalise.to_dict()
+        elif self.normalise == NORMALISE_FIT:
+            del out["normalise"]  # the default, and what every config before the field meant
         return out
 
     @classmethod
@@ -223,28 +356,13 @@ def _check_config(config: DataConfig) -> None:
         fail("augment", "must be True, False or None")
     if config.cache_dir is not None and (not isinstance(config.cache_dir, str) or not config.cache_dir):
         fail("cache_dir", "must be a directory path or None")
+    if not isinstance(config.normalise, Normalisation) and (not isinstance(config.normalise, str)
+                                                            or config.normalise not in NORMALISE_MODES):
+        fail("normalise", "must be 'fit', 'none' or a fixed affine {'mean': [...], 'std': [...]}")
 
 
 def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-@dataclasses.dataclass(frozen=True)
-class Normalisation:
-    """Per-channel standardisation: ``(x - mean) / std``, statistics of the training split."""
-
-    mean: Tuple[float, ...]
-    std: Tuple[float, ...]
-
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        """Returns ``x`` (..., C) standardised, as a new float32 array."""
-        out = np.asarray(x, dtype=np.float32).copy()
-        out -= np.asarray(self.mean, dtype=np.float32)
-        out /= np.asarray(self.std, dtype=np.float32)
-        return out
-
-    def to_dict(self) -> dict:
-        return {"mean": list(self.mean), "std": list(self.std)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,7 +375,8 @@ class DatasetInfo:
       num_classes: number of classes; labels are 0 .. num_classes - 1.
       class_names: one name per class.
       sizes: examples per split: ``{"train": ..., "validation": ..., "test": ...}``.
-      normalisation: the standardisation applied to all splits.
+      normalisation: the affine applied to all splits, one entry per channel:
+        fitted (``normalise="fit"``), the identity (``"none"``) or the given one.
       source: where the data came from (a directory, file or package).
       augment: the training pipeline's augmentation policy, one of `AUGMENTS`.
     """
@@ -301,7 +420,9 @@ class Splits:
 
     Attributes:
       indices: for each split, the positions of its examples in the source
-        (the test split of a source that has one is indexed separately).
+        (the test split of a source that has one indexes its test arrays, and
+        the validation split of a source with its own validation split its
+        validation arrays: ``x_val`` of a ``.npz``, a ``val/`` folder).
     """
 
     x_train: np.ndarray
@@ -331,6 +452,8 @@ class _Source:
     num_classes: int
     class_names: Tuple[str, ...]
     location: str
+    x_val: Optional[np.ndarray] = None
+    y_val: Optional[np.ndarray] = None
 
 
 # --------------------------------------------------------------------------- entry points
@@ -340,12 +463,14 @@ def load(config: DataConfig) -> Splits:
     """Reads the source named by ``config``, splits, subsamples, resizes and normalises it."""
     source = _read_source(config)
     train_idx, val_idx, test_idx = _split_indices(source, config)
+    x_val_raw = source.x if source.x_val is None else source.x_val
+    y_val_raw = source.y if source.y_val is None else source.y_val
     x_test_raw = source.x if source.x_test is None else source.x_test
     y_test_raw = source.y if source.y_test is None else source.y_test
     x_train = _to_float(source.x[train_idx], config.resize)
-    normalisation = _fit_normalisation(x_train)
+    normalisation = _resolve_normalisation(config, x_train, source.location)
     x_train = _normalise_in_place(x_train, normalisation)
-    x_val = _normalise_in_place(_to_float(source.x[val_idx], config.resize), normalisation)
+    x_val = _normalise_in_place(_to_float(x_val_raw[val_idx], config.resize), normalisation)
     x_test = _normalise_in_place(_to_float(x_test_raw[test_idx], config.resize), normalisation)
     info = DatasetInfo(
         name=source.name, input_shape=tuple(int(d) for d in x_train.shape[1:]),
@@ -353,7 +478,7 @@ def load(config: DataConfig) -> Splits:
         sizes={"train": len(train_idx), "validation": len(val_idx), "test": len(test_idx)},
         normalisation=normalisation, source=source.location, augment=resolve_augment(config))
     logging.info("Data %s: %s", info.name, info.sizes)
-    return Splits(x_train=x_train, y_train=source.y[train_idx], x_val=x_val, y_val=source.y[val_idx],
+    return Splits(x_train=x_train, y_train=source.y[train_idx], x_val=x_val, y_val=y_val_raw[val_idx],
                   x_test=x_test, y_test=y_test_raw[test_idx], info=info,
                   indices={"train": train_idx, "validation": val_idx, "test": test_idx})
 
@@ -528,7 +653,8 @@ def _augment(dataset: tf.data.Dataset, policy: str, seed: int, height: int) -> t
 
 
 def _random_crop(images: tf.Tensor, seed: tf.Tensor, pad: int) -> tf.Tensor:
-    """Zero-pads (zero is the mean after normalisation) and crops back, per image."""
+    """Zero-pads and crops back, per image (zero: the training mean with normalise="fit", a raw 0 with
+    "none", the raw value ``mean`` with a fixed affine; see the module docstring)."""
     height, width = images.shape[1], images.shape[2]
     padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
     offsets = tf.random.stateless_uniform([tf.shape(images)[0], 2], seed=seed, minval=0,
@@ -548,7 +674,8 @@ def _random_flip(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 
 
 def _split_indices(source: _Source, config: DataConfig) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(train, validation, test) example positions; test indexes x_test when the source has one."""
+    """(train, validation, test) example positions; test indexes x_test and validation x_val where the
+    source has them."""
     pool = np.arange(len(source.y))
     where = source.location
     if source.y_test is None:
@@ -558,11 +685,19 @@ def _split_indices(source: _Source, config: DataConfig) -> Tuple[np.ndarray, np.
     else:
         test_idx = np.arange(len(source.y_test))
         y_test = source.y_test
-    train_idx, val_idx = _stratified_split(
-        pool, source.y, config.validation_fraction, config.seed,
-        f"{where} (validation split, validation_fraction={config.validation_fraction})")
+    if source.y_val is None:
+        train_idx, val_idx = _stratified_split(
+            pool, source.y, config.validation_fraction, config.seed,
+            f"{where} (validation split, validation_fraction={config.validation_fraction})")
+        y_val = source.y
+    else:
+        logging.info("%s: the validation split is the source's own (%d examples); validation_fraction=%s is "
+                     "not used and all %d remaining training examples are kept for training", where,
+                     len(source.y_val), config.validation_fraction, len(pool))
+        train_idx, val_idx = pool, np.arange(len(source.y_val))
+        y_val = source.y_val
     train_idx = _proxy_subset(train_idx, source.y, config, where)
-    for split, idx, labels in (("train", train_idx, source.y), ("validation", val_idx, source.y),
+    for split, idx, labels in (("train", train_idx, source.y), ("validation", val_idx, y_val),
                                ("test", test_idx, y_test)):
         _check_every_class(labels[idx], source, split)
     return train_idx, val_idx, test_idx
@@ -634,7 +769,19 @@ def _fit_normalisation(x: np.ndarray) -> Normalisation:
     return Normalisation(mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std))
 
 
+def _resolve_normalisation(config: DataConfig, x_train: np.ndarray, where: str) -> Normalisation:
+    """The per-channel affine ``config.normalise`` asks for, for float32 training images (N, H, W, C)."""
+    channels = x_train.shape[-1]
+    if config.normalise == NORMALISE_FIT:
+        return _fit_normalisation(x_train)
+    if config.normalise == NORMALISE_NONE:
+        return Normalisation.identity(channels)
+    return config.normalise.for_channels(channels, where)
+
+
 def _normalise_in_place(x: np.ndarray, normalisation: Normalisation) -> np.ndarray:
+    if all(m == 0.0 for m in normalisation.mean) and all(s == 1.0 for s in normalisation.std):
+        return x  # the identity (normalise="none"): the raw values, bit for bit
     x -= np.asarray(normalisation.mean, dtype=np.float32)
     x /= np.asarray(normalisation.std, dtype=np.float32)
     return x
@@ -788,34 +935,39 @@ def _source_from_arrays(arrays: Dict[str, np.ndarray], path: str) -> _Source:
     missing = [key for key in ("x", "y") if key not in arrays]
     if missing:
         raise DataError(f"{path}: missing array(s) {missing}; found {sorted(arrays)}, expected 'x' and 'y'")
-    if ("x_test" in arrays) != ("y_test" in arrays):
-        raise DataError(f"{path}: 'x_test' and 'y_test' must come together; found {sorted(arrays)}")
-    ignored = set(arrays) - {"x", "y", "x_test", "y_test", "class_names"}
+    for split in ("test", "val"):
+        if (f"x_{split}" in arrays) != (f"y_{split}" in arrays):
+            raise DataError(f"{path}: 'x_{split}' and 'y_{split}' must come together; found {sorted(arrays)}")
+    ignored = set(arrays) - {"x", "y", "x_test", "y_test", "x_val", "y_val", "class_names"}
     if ignored:
         logging.warning("%s: ignoring arrays %s", path, sorted(ignored))
     x = _images(arrays["x"], f"{path}: array 'x'")
     y = _labels(arrays["y"], len(x), f"{path}: array 'y'")
-    x_test = y_test = None
-    if "x_test" in arrays:
-        x_test = _images(arrays["x_test"], f"{path}: array 'x_test'")
-        y_test = _labels(arrays["y_test"], len(x_test), f"{path}: array 'y_test'")
-        if x_test.shape[1:] != x.shape[1:]:
-            raise DataError(f"{path}: 'x_test' images are {x_test.shape[1:]}, 'x' images are {x.shape[1:]}")
-    class_names = _npz_class_names(arrays, y, y_test, path)
-    for key, labels in (("y", y), ("y_test", y_test)):
+    held_out = {}  # "test" / "val" -> (images, labels)
+    for split in ("test", "val"):
+        if f"x_{split}" in arrays:
+            images = _images(arrays[f"x_{split}"], f"{path}: array 'x_{split}'")
+            labels = _labels(arrays[f"y_{split}"], len(images), f"{path}: array 'y_{split}'")
+            if images.shape[1:] != x.shape[1:]:
+                raise DataError(f"{path}: 'x_{split}' images are {images.shape[1:]}, 'x' images are {x.shape[1:]}")
+            held_out[split] = (images, labels)
+    x_test, y_test = held_out.get("test", (None, None))
+    x_val, y_val = held_out.get("val", (None, None))
+    class_names = _npz_class_names(arrays, [y, y_test, y_val], path)
+    for key, labels in (("y", y), ("y_test", y_test), ("y_val", y_val)):
         if labels is not None:
             _check_label_range(labels, len(class_names), f"{path}: array '{key}'")
     return _Source(name=path, x=x, y=y, x_test=x_test, y_test=y_test, num_classes=len(class_names),
-                   class_names=class_names, location=os.path.abspath(path))
+                   class_names=class_names, location=os.path.abspath(path), x_val=x_val, y_val=y_val)
 
 
-def _npz_class_names(arrays, y, y_test, path: str) -> Tuple[str, ...]:
+def _npz_class_names(arrays, label_arrays, path: str) -> Tuple[str, ...]:
     if "class_names" in arrays:
         names = arrays["class_names"]
         if names.ndim != 1 or len(names) < 2:
             raise DataError(f"{path}: array 'class_names' must list at least 2 names, got shape {names.shape}")
         return tuple(str(name) for name in names)
-    num_classes = int(max(y.max(), y_test.max() if y_test is not None else 0)) + 1
+    num_classes = int(max(labels.max() for labels in label_arrays if labels is not None and len(labels))) + 1
     if num_classes < 2:
         raise DataError(f"{path}: array 'y' has a single class; a classifier needs at least 2")
     return tuple(str(i) for i in range(num_classes))
@@ -835,7 +987,8 @@ class _ClassFiles:
 
 @dataclasses.dataclass(frozen=True)
 class _FolderLayout:
-    """An image folder as listed: class names and, per split ("train", maybe "test"), its class folders."""
+    """An image folder as listed: class names and, per split ("train", maybe "validation" and "test"), its
+    class folders (a "validation" split is read from a ``val/`` or a ``validation/`` folder)."""
 
     class_names: Tuple[str, ...]
     files: Dict[str, List[_ClassFiles]]
@@ -859,20 +1012,29 @@ def _read_folder(root: str, resize: Optional[Tuple[int, int]], cache_dir: Option
     return _Source(name=root, x=arrays["x"], y=layout.labels("train"), x_test=arrays.get("x_test"),
                    y_test=layout.labels("test") if "test" in layout.files else None,
                    num_classes=len(layout.class_names),
-                   class_names=layout.class_names, location=os.path.abspath(root))
+                   class_names=layout.class_names, location=os.path.abspath(root),
+                   x_val=arrays.get("x_val"),
+                   y_val=layout.labels("validation") if "validation" in layout.files else None)
+
+
+_SPLIT_FOLDERS = ("train", "val", "validation", "test")
 
 
 def _folder_layout(root: str) -> _FolderLayout:
-    """Lists ``root`` (one sub-folder per class, or train/ and test/ of those) without decoding."""
+    """Lists ``root`` (one sub-folder per class, or train/ [val/ or validation/] [test/] of those) without
+    decoding."""
     subdirs = _subdirectories(root)
-    if "train" in subdirs and set(subdirs) <= {"train", "test"}:
+    if "train" in subdirs and set(subdirs) <= set(_SPLIT_FOLDERS):
+        if "val" in subdirs and "validation" in subdirs:
+            raise DataError(f"{root}: holds both val/ and validation/; keep one validation folder")
         class_names = tuple(_subdirectories(os.path.join(root, "train")))
         files = {"train": _class_files(root, "train", class_names)}
-        if "test" in subdirs:
-            unknown = set(_subdirectories(os.path.join(root, "test"))) - set(class_names)
-            if unknown:
-                raise DataError(f"{os.path.join(root, 'test')}: classes {sorted(unknown)} are not in train")
-            files["test"] = _class_files(root, "test", class_names)
+        for split, folder in (("validation", "val"), ("validation", "validation"), ("test", "test")):
+            if folder in subdirs:
+                unknown = set(_subdirectories(os.path.join(root, folder))) - set(class_names)
+                if unknown:
+                    raise DataError(f"{os.path.join(root, folder)}: classes {sorted(unknown)} are not in train")
+                files[split] = _class_files(root, folder, class_names)
     else:
         class_names = tuple(subdirs)
         files = {"train": _class_files(root, "", class_names)}
@@ -906,16 +1068,22 @@ def _class_files(root: str, split: str, class_names: Sequence[str]) -> List[_Cla
     return out
 
 
+# The held-out splits an image folder may have, and their arrays in `_decode_folder` and the decode cache.
+_HELD_OUT_ARRAYS = (("validation", "x_val"), ("test", "x_test"))
+
+
 def _decode_folder(root: str, layout: _FolderLayout, resize: Optional[Tuple[int, int]]) -> Dict[str, np.ndarray]:
-    """Decodes every image of ``layout``: {"x": train images, "x_test": test images (if a test folder)}."""
+    """Decodes every image of ``layout``: {"x": train images, "x_val": validation images (if a val/ or
+    validation/ folder), "x_test": test images (if a test/ folder)}."""
     total = sum(layout.count(split) for split in layout.files)
     bar = progress.Progress(total=total, label=f"decoding {root}", unit="images")
     arrays = {"x": _decode_files(layout.files["train"], resize, bar)}
-    if "test" in layout.files:
-        arrays["x_test"] = _decode_files(layout.files["test"], resize, bar)
-        if arrays["x_test"].shape[1:] != arrays["x"].shape[1:]:
-            raise DataError(f"{root}: test images are {arrays['x_test'].shape[1:]}, "
-                            f"train images {arrays['x'].shape[1:]}")
+    for split, name in _HELD_OUT_ARRAYS:
+        if split in layout.files:
+            arrays[name] = _decode_files(layout.files[split], resize, bar)
+            if arrays[name].shape[1:] != arrays["x"].shape[1:]:
+                raise DataError(f"{root}: {split} images are {arrays[name].shape[1:]}, "
+                                f"train images {arrays['x'].shape[1:]}")
     bar.close()
     return arrays
 
@@ -1009,7 +1177,7 @@ def _read_folder_cache(path: str, key: str,
             stored = {name: archive[name] for name in archive.files}
     except Exception as error:  # pylint: disable=broad-except  # any unreadable file is re-decoded
         return None, f"unreadable: {type(error).__name__}: {error}"
-    expected = {"x"} | ({"x_test"} if "test" in layout.files else set())
+    expected = {"x"} | {name for split, name in _HELD_OUT_ARRAYS if split in layout.files}
     meta = {"format_version", "key", "checksum"}
     if set(stored) != expected | meta:
         return None, f"holds arrays {sorted(stored)}, expected {sorted(expected | meta)}"
@@ -1018,7 +1186,7 @@ def _read_folder_cache(path: str, key: str,
     if str(stored["key"]) != key:
         return None, f"key {str(stored['key'])[:12]}... is not the folder's {key[:12]}..."
     arrays = {name: stored[name] for name in expected}
-    for name, split in (("x", "train"), ("x_test", "test")):
+    for split, name in (("train", "x"),) + _HELD_OUT_ARRAYS:
         if name in arrays and (arrays[name].ndim != 4 or len(arrays[name]) != layout.count(split)):
             return None, f"'{name}' has shape {arrays[name].shape}, expected {layout.count(split)} images"
     if str(stored["checksum"]) != _arrays_checksum(arrays):
