@@ -10,6 +10,7 @@ from acompress import data
 
 AUGMENT_CHOICES = ("auto", "on", "off")
 _AUGMENT = {"auto": None, "on": True, "off": False}
+NORMALIZE_CHOICES = ("auto", data.NORMALISE_FIT, data.NORMALISE_NONE)
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -22,8 +23,11 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
 
     define(flags.DEFINE_string, "dataset", defaults.name,
            f"Data set: one of {', '.join(data.NAMES)}; a path to a .npz file with arrays x (N, H, W[, C]) "
-           "and y (N,) (optionally x_test, y_test, class_names); or a folder with one sub-folder of images "
-           "per class (or train/ and test/ folders of those).")
+           "and y (N,) (optionally x_val, y_val: the validation split, then --validation_fraction is not "
+           "used; x_test, y_test: the test split; class_names); or a folder with one sub-folder of images "
+           "per class (or train/ with optional val/ or validation/ and test/ folders of those). A teacher "
+           "you trained on all of x (or train/) scores an inflated bar on splits carved from it: give "
+           "x_val/x_test (or val/ and test/) it never saw.")
     define(flags.DEFINE_string, "data_dir", defaults.data_dir,
            "TFDS data directory holding prepared data sets (default: TFDS's own, ~/tensorflow_datasets "
            "or $TFDS_DATA_DIR).")
@@ -61,17 +65,39 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
            "outside the data folder; one file per folder and resize, replaced when the folder changes. "
            "Empty: decode on every run. Not used by digits, TFDS or .npz sources. (Unrelated to "
            "--data_cache, which caches pipeline examples in memory.)")
+    define(flags.DEFINE_enum, "normalize", "auto",
+           "Input convention of every split: fit (standardise with the training split's per-channel "
+           "mean and std), none (the raw values as float32), or auto: fit for zoo and spec teachers; for "
+           "a trained .keras teacher, the teacher's own convention (the binary decides: none, or the "
+           "affine of the teacher's Rescaling/Normalization preprocessing). Exports always take raw inputs.",
+           enum_values=NORMALIZE_CHOICES)
 
 
-def config_from_flags(flag_values: flags.FlagValues, seed: int) -> data.DataConfig:
-    """The `data.DataConfig` the parsed flags describe; ``seed`` is the run's one seed."""
+def config_from_flags(flag_values: flags.FlagValues, seed: int, *,
+                      auto_normalise=data.NORMALISE_FIT) -> data.DataConfig:
+    """The `data.DataConfig` the parsed flags describe; ``seed`` is the run's one seed.
+
+    ``auto_normalise`` is what ``--normalize=auto`` means for this run's teacher: ``"fit"`` (zoo and
+    spec teachers, the default), ``"none"``, or a fixed ``{"mean": [...], "std": [...]}`` (a
+    `data.Normalisation` too). ``--normalize=fit`` and ``none`` override it.
+    """
     return data.DataConfig(
         name=flag_values.dataset, data_dir=flag_values.data_dir or None, download=flag_values.download,
         seed=seed, validation_fraction=flag_values.validation_fraction,
         test_fraction=flag_values.test_fraction, resize=parse_resize(flag_values.resize),
         train_fraction=flag_values.train_fraction, max_examples=flag_values.max_examples,
         batch_size=flag_values.batch_size, augment=_AUGMENT[flag_values.augment],
-        cache=flag_values.data_cache, cache_dir=flag_values.data_cache_dir or None)
+        cache=flag_values.data_cache, cache_dir=flag_values.data_cache_dir or None,
+        normalise=normalise_from_flag(flag_values.normalize, auto_normalise))
+
+
+def normalise_from_flag(value: str, auto_normalise=data.NORMALISE_FIT):
+    """``--normalize`` -> `data.DataConfig.normalise`: ``auto`` -> ``auto_normalise``; fit/none as they are."""
+    if value == "auto":
+        return auto_normalise
+    if value not in NORMALIZE_CHOICES:
+        raise data.DataError(f"--normalize: expected one of {', '.join(NORMALIZE_CHOICES)}, got {value!r}")
+    return value
 
 
 def parse_resize(values):
