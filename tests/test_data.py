@@ -682,6 +682,7 @@ def test_tfds_download_opt_in_prepares_then_loads(tmp_path, monkeypatch):
     ({"train_fraction": 1.5}, "train_fraction"), ({"max_examples": 0}, "max_examples"),
     ({"batch_size": 0}, "batch_size"), ({"resize": (32,)}, "resize"), ({"seed": -1}, "seed"),
     ({"name": ""}, "name"), ({"cache_dir": ""}, "cache_dir"), ({"cache_dir": 3}, "cache_dir"),
+    ({"normalise": "standardise"}, "normalise"), ({"normalise": {"mean": [0.0], "std": [0.0]}}, "normalise"),
 ])
 def test_data_config_rejects_bad_values(changes, field):
     with pytest.raises(data.DataError, match=f"DataConfig.{field}"):
@@ -726,3 +727,257 @@ def test_resize_flag_parsing():
         data_flags.parse_resize(["32", "x"])
     with pytest.raises(data.DataError, match="--resize"):
         data_flags.parse_resize(["1", "2", "3"])
+
+
+# --------------------------------------------------------------------------- normalise modes (a user's teacher)
+
+
+def _rgb_npz(tmp_path, name="rgb.npz", **extra):
+    """60 train images 6x6x3 (uint8, each channel on its own scale) and 12 test images, 3 classes."""
+    x, y = _toy_arrays(n=60, classes=3, shape=(6, 6, 3))
+    x = (x // np.array([1, 2, 4], np.uint8)).astype(np.uint8)  # channel means ~127, ~64, ~32
+    x_test, y_test = _toy_arrays(n=12, classes=3, shape=(6, 6, 3), seed=1)
+    return _write_npz(tmp_path / name, x=x, y=y, x_test=x_test, y_test=y_test, **extra), x, y, x_test, y_test
+
+
+@pytest.mark.parametrize("normalise", ["fit", "none", "per_channel", "broadcast"])
+def test_normalise_modes_match_numpy(tmp_path, normalise):
+    path, x, _, x_test, _ = _rgb_npz(tmp_path)
+    given = {"per_channel": {"mean": [100.0, 50.0, 25.0], "std": [2.0, 4.0, 8.0]},
+             "broadcast": {"mean": [0], "std": [255]}}.get(normalise, normalise)  # x / 255
+    splits = data.load(data.DataConfig(name=path, normalise=given))
+    raw = {"train": x[splits.indices["train"]], "validation": x[splits.indices["validation"]],
+           "test": x_test[splits.indices["test"]]}
+    if normalise == "fit":
+        train64 = raw["train"].astype(np.float64).reshape(-1, 3)
+        mean, std = train64.mean(axis=0), train64.std(axis=0)
+        np.testing.assert_allclose(splits.info.normalisation.mean, mean, rtol=1e-9)
+        np.testing.assert_allclose(splits.info.normalisation.std, std, rtol=1e-9)
+        np.testing.assert_allclose(splits.x_train.reshape(-1, 3).mean(axis=0), 0.0, atol=1e-5)
+        np.testing.assert_allclose(splits.x_train.reshape(-1, 3).std(axis=0), 1.0, atol=1e-5)
+    elif normalise == "none":
+        mean, std = np.zeros(3), np.ones(3)
+        assert splits.info.normalisation == data.Normalisation(mean=(0.0,) * 3, std=(1.0,) * 3)
+    else:
+        mean = np.broadcast_to(np.asarray(given["mean"], np.float64), (3,))
+        std = np.broadcast_to(np.asarray(given["std"], np.float64), (3,))
+        assert splits.info.normalisation.to_dict() == {"mean": mean.tolist(), "std": std.tolist()}
+    for split, array in (("train", splits.x_train), ("validation", splits.x_val), ("test", splits.x_test)):
+        expected = (raw[split].astype(np.float32) - mean.astype(np.float32)) / std.astype(np.float32)
+        assert array.dtype == np.float32
+        np.testing.assert_allclose(array, expected, rtol=1e-6, atol=1e-6, err_msg=split)
+        if normalise == "none":
+            np.testing.assert_array_equal(array, raw[split].astype(np.float32))  # bit for bit
+        # What the export prepends (compression.with_normalisation) maps raw inputs back to these values.
+        np.testing.assert_allclose(splits.info.normalisation.apply(raw[split]), array, rtol=1e-6, atol=1e-6)
+    json.dumps(splits.info.to_dict())
+
+
+def test_fixed_normalise_with_the_wrong_channel_count_fails_at_load(tmp_path):
+    path = _rgb_npz(tmp_path)[0]
+    config = data.DataConfig(name=path, normalise={"mean": [0.5, 0.5], "std": [1.0]})  # fine until loaded
+    with pytest.raises(data.DataError, match=r"DataConfig.normalise: 'mean' has 2 entries, but the data .* "
+                                             r"has 3 channel\(s\)"):
+        data.load(config)
+    grey = _write_npz(tmp_path / "grey.npz", x=_toy_arrays()[0], y=_toy_arrays()[1])
+    with pytest.raises(data.DataError, match=r"'std' has 3 entries, but the data .* has 1 channel"):
+        data.load(data.DataConfig(name=grey, normalise={"mean": [0.0], "std": [1.0, 2.0, 3.0]}))
+
+
+@pytest.mark.parametrize("normalise, message", [
+    ("standard", "must be 'fit', 'none' or a fixed affine"),
+    (None, "must be 'fit', 'none' or a fixed affine"),
+    (3, "must be 'fit', 'none' or a fixed affine"),
+    ({"mean": [0.0]}, "exactly the keys 'mean' and 'std'"),
+    ({"mean": [0.0], "std": [1.0], "scale": 2}, "exactly the keys 'mean' and 'std'"),
+    ({"mean": [0.0], "std": [0.0]}, "'std' must be > 0"),
+    ({"mean": [0.0, 0.0], "std": [1.0, -1.0]}, "'std' must be > 0"),
+    ({"mean": [], "std": [1.0]}, "'mean' must be a non-empty list of numbers"),
+    ({"mean": ["0"], "std": [1.0]}, "'mean' must be a non-empty list of numbers"),
+    ({"mean": [True], "std": [1.0]}, "'mean' must be a non-empty list of numbers"),
+    ({"mean": [float("nan")], "std": [1.0]}, "'mean' must be finite"),
+    ({"mean": [0.0, 1.0], "std": [1.0, 1.0, 1.0]}, "'mean' has 2 entries and 'std' 3"),
+])
+def test_data_config_rejects_bad_normalise(normalise, message):
+    with pytest.raises(data.DataError, match=re.escape("DataConfig.normalise") + ".*" + re.escape(message)):
+        data.DataConfig(normalise=normalise)
+
+
+def test_data_config_with_a_fixed_normalise_round_trips_and_stays_hashable():
+    config = data.DataConfig(name="x.npz", normalise={"mean": [127.5], "std": [127.5]})
+    assert config.normalise == data.Normalisation(mean=(127.5,), std=(127.5,))
+    assert config == data.DataConfig(name="x.npz", normalise=data.Normalisation(mean=(127.5,), std=(127.5,)))
+    assert config != data.DataConfig(name="x.npz")
+    assert len({config, data.DataConfig(name="x.npz", normalise={"mean": [127.5], "std": [127.5]})}) == 1
+    as_dict = config.to_dict()
+    assert as_dict["normalise"] == {"mean": [127.5], "std": [127.5]}
+    restored = data.DataConfig.from_dict(json.loads(json.dumps(as_dict, sort_keys=True)))
+    assert restored == config and hash(restored) == hash(config)
+    for mode in ("none", "fit"):
+        plain = data.DataConfig(normalise=mode)
+        assert data.DataConfig.from_dict(json.loads(json.dumps(plain.to_dict()))) == plain
+    # "fit" (the default) is left out, so configs and corpus metadata from before the field compare as they did.
+    assert "normalise" not in data.DataConfig().to_dict()
+    assert data.DataConfig(normalise="none").to_dict()["normalise"] == "none"
+    assert data.DataConfig.from_dict({"name": "digits"}).normalise == "fit"
+
+
+# --------------------------------------------------------------------------- explicit validation splits
+
+
+def test_npz_validation_split_is_used_exactly_as_given(tmp_path, absl_logs):
+    x_val, y_val = _toy_arrays(n=9, classes=3, shape=(6, 6, 3), seed=2)
+    path, x, y, x_test, y_test = _rgb_npz(tmp_path, x_val=x_val, y_val=y_val)
+    splits = data.load(data.DataConfig(name=path, normalise="none", validation_fraction=0.5))
+    assert splits.info.sizes == {"train": 60, "validation": 9, "test": 12}  # train is all of x
+    np.testing.assert_array_equal(splits.x_val, x_val.astype(np.float32))
+    np.testing.assert_array_equal(splits.y_val, y_val)
+    np.testing.assert_array_equal(splits.x_train, x.astype(np.float32))
+    np.testing.assert_array_equal(splits.y_train, y)
+    np.testing.assert_array_equal(splits.indices["validation"], np.arange(9))  # indexes x_val
+    np.testing.assert_array_equal(splits.indices["train"], np.arange(60))
+    assert "validation_fraction=0.5 is not used" in absl_logs.text
+    fitted = data.load(data.DataConfig(name=path))  # "fit": x_val standardised with train's statistics
+    np.testing.assert_allclose(fitted.x_val, fitted.info.normalisation.apply(x_val), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(fitted.info.normalisation.mean, x.reshape(-1, 3).mean(axis=0), rtol=1e-9)
+    # Without x_test, test is still carved from x (test_fraction) and train is the rest of x.
+    no_test = _write_npz(tmp_path / "no_test.npz", x=x, y=y, x_val=x_val, y_val=y_val)
+    splits = data.load(data.DataConfig(name=no_test, normalise="none"))
+    assert splits.info.sizes == {"train": 48, "validation": 9, "test": 12}
+    assert sorted(np.concatenate([splits.indices["train"], splits.indices["test"]]).tolist()) == list(range(60))
+    np.testing.assert_array_equal(splits.x_val, x_val.astype(np.float32))
+    # The proxy subset still applies to train; validation stays whole.
+    proxy = data.load(data.DataConfig(name=path, max_examples=30))
+    assert proxy.info.sizes == {"train": 30, "validation": 9, "test": 12}
+
+
+@pytest.mark.parametrize("case, message", [
+    ("x_val_alone", "'x_val' and 'y_val' must come together"),
+    ("y_val_alone", "'x_val' and 'y_val' must come together"),
+    ("shape", "'x_val' images are"),
+    ("label_count", "array 'y_val'.*labels for"),
+    ("label_range", "array 'y_val'.*labels out of range"),
+    ("missing_class", "the validation split .* has no example of class"),
+])
+def test_bad_npz_validation_split_raises_a_clear_error(tmp_path, case, message):
+    x, y = _toy_arrays(n=30, classes=3)
+    x_val, y_val = _toy_arrays(n=6, classes=3, seed=1)
+    arrays = {"x_val_alone": {"x_val": x_val}, "y_val_alone": {"y_val": y_val},
+              "shape": {"x_val": x_val[:, :5], "y_val": y_val},
+              "label_count": {"x_val": x_val, "y_val": y_val[:5]},
+              "label_range": {"x_val": x_val, "y_val": np.full(6, 7), "class_names": np.array(["a", "b", "c"])},
+              "missing_class": {"x_val": x_val, "y_val": np.where(y_val == 2, 0, y_val)}}[case]
+    path = _write_npz(tmp_path / f"{case}.npz", x=x, y=y, **arrays)
+    with pytest.raises(data.DataError, match=message):
+        data.load(data.DataConfig(name=path))
+
+
+def _image_list(root, split, classes=("cat", "dog", "owl")):
+    """The images of ``root/split/<class>/`` in load order (classes in label order, files by name)."""
+    images = []
+    for name in classes:
+        folder = os.path.join(root, split, name)
+        for file_name in sorted(os.listdir(folder)):
+            images.append(tf.io.decode_png(open(os.path.join(folder, file_name), "rb").read()).numpy())
+    return np.stack(images).astype(np.float32)
+
+
+@pytest.mark.parametrize("val_folder", ["val", "validation"])
+def test_image_folder_with_a_validation_folder(tmp_path, absl_logs, val_folder):
+    root = tmp_path / "split"
+    _write_folder(root / "train", per_class=8)
+    _write_folder(root / val_folder, per_class=3, seed=1)
+    _write_folder(root / "test", per_class=2, seed=2)
+    splits = data.load(data.DataConfig(name=str(root), normalise="none"))
+    assert splits.info.sizes == {"train": 24, "validation": 9, "test": 6}
+    np.testing.assert_array_equal(splits.x_val, _image_list(str(root), val_folder))
+    np.testing.assert_array_equal(splits.y_val, np.repeat([0, 1, 2], 3))
+    np.testing.assert_array_equal(splits.x_train, _image_list(str(root), "train"))
+    np.testing.assert_array_equal(splits.indices["validation"], np.arange(9))
+    assert "validation_fraction=0.2 is not used" in absl_logs.text
+    # Without test/, test is carved from train/ and validation is still the folder's.
+    os.rename(root / "test", tmp_path / "elsewhere")
+    splits = data.load(data.DataConfig(name=str(root), normalise="none"))
+    assert splits.info.sizes == {"train": 19, "validation": 9, "test": 5}
+
+
+def test_bad_validation_folders_raise_clear_errors(tmp_path):
+    root = tmp_path / "both"
+    _write_folder(root / "train", per_class=4)
+    _write_folder(root / "val", per_class=2)
+    _write_folder(root / "validation", per_class=2)
+    with pytest.raises(data.DataError, match="both val/ and validation/"):
+        data.load(data.DataConfig(name=str(root)))
+    root = tmp_path / "unknown"
+    _write_folder(root / "train", per_class=4)
+    _write_folder(root / "val", classes=("cat", "dog", "owl", "yak"), per_class=2)
+    with pytest.raises(data.DataError, match=r"val: classes \['yak'\] are not in train"):
+        data.load(data.DataConfig(name=str(root)))
+    root = tmp_path / "missing"
+    _write_folder(root / "train", per_class=4)
+    _write_folder(root / "val", classes=("cat", "dog"), per_class=2)
+    with pytest.raises(data.DataError, match=r"val/owl: class folder holds no images"):
+        data.load(data.DataConfig(name=str(root)))
+
+
+def test_decode_cache_misses_when_a_validation_folder_is_added(tmp_path, monkeypatch, absl_logs):
+    root = tmp_path / "pets"
+    _write_folder(root / "train", per_class=6)
+    _write_folder(root / "test", per_class=2, seed=1)
+    cache_dir = str(tmp_path / "cache")
+    before = data.load(data.DataConfig(name=str(root), cache_dir=cache_dir))
+    [old_file] = _cache_files(cache_dir)
+    assert before.info.sizes["validation"] == 4  # carved from train/
+    _write_folder(root / "val", per_class=2, seed=3)
+    absl_logs.clear()
+    after = data.load(data.DataConfig(name=str(root), cache_dir=cache_dir))
+    assert "Decode cache miss" in absl_logs.text and "Decode cache hit" not in absl_logs.text
+    assert after.info.sizes == {"train": 18, "validation": 6, "test": 6}
+    _assert_same_splits(after, data.load(data.DataConfig(name=str(root))))  # as decoding gives it
+    [new_file] = _cache_files(cache_dir)
+    assert new_file != old_file  # another key; the stale file was replaced
+    with np.load(os.path.join(cache_dir, new_file)) as archive:
+        assert archive["x_val"].shape == (6, 8, 8, 3) and int(archive["format_version"]) == 2
+    absl_logs.clear()
+    _no_decoding(monkeypatch)
+    _assert_same_splits(data.load(data.DataConfig(name=str(root), cache_dir=cache_dir)), after)
+    assert "Decode cache hit" in absl_logs.text
+    # Renaming val/ to validation/ changes the listed paths, so the key too (another decode, same data).
+    monkeypatch.undo()
+    os.rename(root / "val", root / "validation")
+    absl_logs.clear()
+    renamed = data.load(data.DataConfig(name=str(root), cache_dir=cache_dir))
+    assert "Decode cache miss" in absl_logs.text
+    _assert_same_splits(renamed, after)
+    assert _cache_files(cache_dir) != [new_file] and len(_cache_files(cache_dir)) == 1
+
+
+# --------------------------------------------------------------------------- --normalize
+
+
+def _flag_values(*argv):
+    flag_values = flags.FlagValues()
+    data_flags.define_flags(flag_values)
+    flag_values(["prog", *argv])
+    return flag_values
+
+
+def test_normalize_flag_maps_auto_to_the_callers_choice():
+    fixed = {"mean": [0.0], "std": [255.0]}
+    assert _flag_values().normalize == "auto"
+    assert data_flags.config_from_flags(_flag_values(), seed=0).normalise == "fit"  # zoo and spec teachers
+    assert data_flags.config_from_flags(_flag_values(), 0, auto_normalise="none").normalise == "none"
+    config = data_flags.config_from_flags(_flag_values("--normalize=auto"), 0, auto_normalise=fixed)
+    assert config == data.DataConfig(normalise=fixed)
+    assert config.normalise == data.Normalisation(mean=(0.0,), std=(255.0,))
+    for value in ("fit", "none"):  # explicit choices win over the caller's auto
+        for auto in ("fit", "none", fixed):
+            assert data_flags.config_from_flags(_flag_values(f"--normalize={value}"), 0,
+                                                auto_normalise=auto).normalise == value
+    with pytest.raises(flags.IllegalFlagValueError):
+        _flag_values("--normalize=standard")
+    with pytest.raises(data.DataError, match="DataConfig.normalise"):
+        data_flags.config_from_flags(_flag_values(), 0, auto_normalise="standard")
+    help_text = _flag_values()["normalize"].help
+    assert "auto" in help_text and ".keras" in help_text
+    assert "x_val" in _flag_values()["dataset"].help and "val/" in _flag_values()["dataset"].help
