@@ -11,6 +11,11 @@ Layer kinds and the fields each one uses (all other fields must be ``None``):
 kind           fields
 =============  ===========================================================
 ``conv``       kernel, stride, filters, padding, use_bias
+``dwconv``     kernel, stride, padding, use_bias: a depthwise convolution (one
+               filter per input channel, depth multiplier 1; keeps the channels)
+``sepconv``    kernel, stride, filters, padding, use_bias: a separable
+               convolution, depthwise (k x k) then pointwise (1x1 to
+               ``filters``); the bias belongs to the pointwise part
 ``bn``         (none) batch normalisation over the channel axis
 ``act``        activation
 ``maxpool``    kernel, stride, padding
@@ -25,14 +30,31 @@ kind           fields
 ``bottleneck`` kernel, stride, filters, shortcut: a ResNet bottleneck block,
                conv1x1(f)-BN-ReLU-conv(k, s)(f)-BN-ReLU-conv1x1(4f)-BN +
                shortcut, then ReLU; its output has ``4 * filters`` channels
+``bottleneck_v1``  kernel, stride, filters, shortcut: the ResNet v1 bottleneck of
+               ``keras.applications`` ResNet50/101/152: conv1x1(f, s)-BN-ReLU-
+               conv(k)(f)-BN-ReLU-conv1x1(4f)-BN + shortcut, then ReLU; the stride
+               is on the first 1x1 convolution and every convolution (the
+               projection's too) has a bias
+``inverted``   kernel, stride, filters, expansion, activation: MobileNetV2's
+               inverted residual block: conv1x1(e)-BN-act (left out when
+               ``expansion`` is 1), depthwise conv(k, s)-BN-act, conv1x1(filters)-BN
+               (linear), where ``e = expansion * input channels``; plus the input
+               (an identity residual, no activation after it) exactly when the
+               stride is 1 and ``filters`` equals the input channels, as in Keras
 =============  ===========================================================
+
+``padding`` is ``same``, ``valid`` or a positive integer p: zero-pad p pixels on
+every side, then a ``valid`` window (Keras writes it as ``ZeroPadding2D(p)`` and a
+``padding="valid"`` layer, as ResNet50's stem does; for a pool, the padded pixels
+are zeros, not -inf).
 
 A spec describes the body of a classifier. It must go from spatial layers to flat
 layers exactly once (``gap``, ``gmp`` or ``flatten``); the classifier head, a dense
 layer with one unit per class followed by a softmax, is implicit and added by the
 builder, so one spec serves every class count.
 
-Block convolutions have no bias (they are followed by batch norm). A ``projection``
+Block convolutions have no bias (they are followed by batch norm), except in
+``bottleneck_v1``, which follows Keras' ResNet50. A ``projection``
 shortcut is a strided 1x1 convolution (no bias) with batch norm; an ``identity``
 shortcut needs stride 1 and matching channels.
 
@@ -51,13 +73,18 @@ from typing import Iterable, Optional, Sequence, Tuple, Union
 
 FORMAT_VERSION = 1
 
-SPATIAL_ONLY = ("conv", "maxpool", "avgpool", "basic", "bottleneck")
+SPATIAL_ONLY = ("conv", "maxpool", "avgpool", "basic", "bottleneck", "dwconv", "sepconv", "bottleneck_v1",
+                "inverted")
 TRANSITIONS = ("gap", "gmp", "flatten")
 FLAT_ONLY = ("dense",)
 ANYWHERE = ("bn", "act", "dropout")
-KINDS = SPATIAL_ONLY + TRANSITIONS + FLAT_ONLY + ANYWHERE
+# The kinds of the first releases, in their order (default search spaces keep to these, so stored
+# corpora keep their token layout); the kinds after them came with keras.applications teachers.
+CLASSIC_KINDS = ("conv", "maxpool", "avgpool", "basic", "bottleneck") + TRANSITIONS + FLAT_ONLY + ANYWHERE
+KINDS = CLASSIC_KINDS + ("dwconv", "sepconv", "bottleneck_v1", "inverted")
 
-FIELDS = ("kernel", "stride", "filters", "padding", "activation", "rate", "use_bias", "shortcut")
+# `expansion` came last: token matrices have its column only for search spaces with a kind that uses it.
+FIELDS = ("kernel", "stride", "filters", "padding", "activation", "rate", "use_bias", "shortcut", "expansion")
 
 # Which fields each kind uses; the others must be None.
 KIND_FIELDS = {
@@ -73,13 +100,19 @@ KIND_FIELDS = {
     "dropout": ("rate",),
     "basic": ("kernel", "stride", "filters", "shortcut"),
     "bottleneck": ("kernel", "stride", "filters", "shortcut"),
+    "dwconv": ("kernel", "stride", "padding", "use_bias"),
+    "sepconv": ("kernel", "stride", "filters", "padding", "use_bias"),
+    "bottleneck_v1": ("kernel", "stride", "filters", "shortcut"),
+    "inverted": ("kernel", "stride", "filters", "activation", "expansion"),
 }
 
-PADDINGS = ("same", "valid")
-ACTIVATIONS = ("relu", "relu6", "elu", "selu", "gelu", "swish", "tanh", "sigmoid")
+PADDINGS = ("same", "valid")  # and positive integers (zero padding, then a valid window)
+CLASSIC_ACTIVATIONS = ("relu", "relu6", "elu", "selu", "gelu", "swish", "tanh", "sigmoid")
+ACTIVATIONS = CLASSIC_ACTIVATIONS + ("hard_swish",)
 SHORTCUTS = ("identity", "projection")
 BOTTLENECK_EXPANSION = 4
-BLOCKS = ("basic", "bottleneck")
+BLOCKS = ("basic", "bottleneck", "bottleneck_v1")  # the residual blocks with a `shortcut` field
+WINDOWED = ("conv", "dwconv", "sepconv", "maxpool", "avgpool")  # the kinds with a `padding` field
 
 
 class SpecError(ValueError):
@@ -118,11 +151,12 @@ class Layer:
     kernel: Optional[int] = None
     stride: Optional[int] = None
     filters: Optional[int] = None
-    padding: Optional[str] = None
+    padding: Union[None, str, int] = None
     activation: Optional[str] = None
     rate: Optional[float] = None
     use_bias: Optional[bool] = None
     shortcut: Optional[str] = None
+    expansion: Optional[int] = None
 
     def to_dict(self) -> dict:
         out = {"kind": self.kind}
@@ -135,11 +169,17 @@ class Layer:
     @property
     def out_filters(self) -> Optional[int]:
         """Channels (or units) this layer outputs, or None if it keeps its input's."""
-        if self.kind == "bottleneck":
+        if self.kind in ("bottleneck", "bottleneck_v1"):
             return BOTTLENECK_EXPANSION * self.filters
-        if self.kind in ("conv", "dense", "basic"):
+        if self.kind in ("conv", "dense", "basic", "sepconv", "inverted"):
             return self.filters
-        return None
+        return None  # dwconv, pools, bn, ...: the input's channels
+
+    def has_residual(self, in_channels: Optional[int]) -> bool:
+        """Whether this layer adds its input to its output, given its input channels."""
+        if self.kind in BLOCKS:
+            return self.shortcut == "identity"
+        return self.kind == "inverted" and self.stride == 1 and in_channels == self.filters
 
     def replace(self, **changes) -> "Layer":
         return dataclasses.replace(self, **changes)
@@ -162,11 +202,12 @@ def validate_layer(layer: Layer, index: Optional[int] = None) -> None:
             continue
         if value is None:
             raise SpecError(f"kind {layer.kind!r} needs this field", index, name)
-        if name in ("kernel", "stride", "filters"):
+        if name in ("kernel", "stride", "filters", "expansion"):
             if not _is_int(value) or value < 1:
                 raise SpecError(f"must be a positive integer, got {value!r}", index, name)
-        elif name == "padding" and value not in PADDINGS:
-            raise SpecError(f"must be one of {PADDINGS}, got {value!r}", index, name)
+        elif name == "padding" and value not in PADDINGS and not (_is_int(value) and value >= 1):
+            raise SpecError(f"must be one of {PADDINGS} or a positive integer (zero padding), got {value!r}",
+                            index, name)
         elif name == "activation" and value not in ACTIVATIONS:
             raise SpecError(f"must be one of {ACTIVATIONS}, got {value!r}", index, name)
         elif name == "rate" and (isinstance(value, bool) or not isinstance(value, (int, float))
@@ -181,7 +222,8 @@ def validate_layer(layer: Layer, index: Optional[int] = None) -> None:
 
 
 # Layer constructors: the readable way to write a spec by hand.
-def conv(filters: int, kernel: int = 3, stride: int = 1, padding: str = "same", use_bias: bool = True) -> Layer:
+def conv(filters: int, kernel: int = 3, stride: int = 1, padding: Union[str, int] = "same",
+         use_bias: bool = True) -> Layer:
     return Layer("conv", kernel=kernel, stride=stride, filters=filters, padding=padding, use_bias=use_bias)
 
 
@@ -193,11 +235,11 @@ def act(activation: str = "relu") -> Layer:
     return Layer("act", activation=activation)
 
 
-def maxpool(kernel: int = 2, stride: Optional[int] = None, padding: str = "valid") -> Layer:
+def maxpool(kernel: int = 2, stride: Optional[int] = None, padding: Union[str, int] = "valid") -> Layer:
     return Layer("maxpool", kernel=kernel, stride=kernel if stride is None else stride, padding=padding)
 
 
-def avgpool(kernel: int = 2, stride: Optional[int] = None, padding: str = "valid") -> Layer:
+def avgpool(kernel: int = 2, stride: Optional[int] = None, padding: Union[str, int] = "valid") -> Layer:
     return Layer("avgpool", kernel=kernel, stride=kernel if stride is None else stride, padding=padding)
 
 
@@ -219,6 +261,27 @@ def dense(units: int, use_bias: bool = True) -> Layer:
 
 def dropout(rate: float) -> Layer:
     return Layer("dropout", rate=rate)
+
+
+def dwconv(kernel: int = 3, stride: int = 1, padding: Union[str, int] = "same", use_bias: bool = False) -> Layer:
+    return Layer("dwconv", kernel=kernel, stride=stride, padding=padding, use_bias=use_bias)
+
+
+def sepconv(filters: int, kernel: int = 3, stride: int = 1, padding: Union[str, int] = "same",
+            use_bias: bool = True) -> Layer:
+    return Layer("sepconv", kernel=kernel, stride=stride, filters=filters, padding=padding, use_bias=use_bias)
+
+
+def inverted(filters: int, expansion: int = 6, stride: int = 1, kernel: int = 3,
+             activation: str = "relu6") -> Layer:
+    """MobileNetV2's inverted residual block (the residual follows from the shapes)."""
+    return Layer("inverted", kernel=kernel, stride=stride, filters=filters, activation=activation,
+                 expansion=expansion)
+
+
+def bottleneck_v1(filters: int, stride: int = 1, kernel: int = 3, shortcut: Optional[str] = None) -> Layer:
+    shortcut = shortcut or ("identity" if stride == 1 else "projection")
+    return Layer("bottleneck_v1", kernel=kernel, stride=stride, filters=filters, shortcut=shortcut)
 
 
 def basic(filters: int, stride: int = 1, kernel: int = 3, shortcut: Optional[str] = None) -> Layer:
@@ -381,19 +444,33 @@ def _check_input_shape(input_shape: Sequence[int]) -> Tuple[int, int, int]:
     return tuple(int(d) for d in shape)
 
 
-def _spatial_out(size: int, kernel: int, stride: int, padding: str) -> int:
+def spatial_out(size: int, kernel: int, stride: int, padding: Union[str, int]) -> int:
+    """Output size of a window along one axis (0 when it does not fit)."""
     if padding == "same":
         return math.ceil(size / stride)
+    if padding != "valid":
+        size += 2 * padding
     return (size - kernel) // stride + 1 if size >= kernel else 0
 
 
-def _conv_stat(h, w, cin, cout, kernel, stride, padding, use_bias, index):
-    ho, wo = _spatial_out(h, kernel, stride, padding), _spatial_out(w, kernel, stride, padding)
+def _window(h, w, kernel, stride, padding, index):
+    ho, wo = spatial_out(h, kernel, stride, padding), spatial_out(w, kernel, stride, padding)
     if ho < 1 or wo < 1:
         raise ShapeError(f"a {kernel}x{kernel} window with stride {stride} and padding {padding!r} "
                          f"does not fit a {h}x{w} input", index, "kernel")
+    return ho, wo
+
+
+def _conv_stat(h, w, cin, cout, kernel, stride, padding, use_bias, index):
+    ho, wo = _window(h, w, kernel, stride, padding, index)
     params = kernel * kernel * cin * cout + (cout if use_bias else 0)
     return (ho, wo, cout), params, ho * wo * kernel * kernel * cin * cout
+
+
+def _depthwise_stat(h, w, channels, kernel, stride, padding, use_bias, index):
+    ho, wo = _window(h, w, kernel, stride, padding, index)
+    params = kernel * kernel * channels + (channels if use_bias else 0)
+    return (ho, wo, channels), params, ho * wo * kernel * kernel * channels
 
 
 def _layer_stat(layer: Layer, shape, index: int):
@@ -414,29 +491,62 @@ def _layer_stat(layer: Layer, shape, index: int):
         return _conv_stat(h, w, cin, layer.filters, layer.kernel, layer.stride, layer.padding,
                           layer.use_bias, index)
     if kind in ("maxpool", "avgpool"):
-        (ho, wo, _), _, _ = _conv_stat(h, w, cin, cin, layer.kernel, layer.stride, layer.padding, False, index)
-        return (ho, wo, cin), 0, 0
+        return _window(h, w, layer.kernel, layer.stride, layer.padding, index) + (cin,), 0, 0
+    if kind == "dwconv":
+        return _depthwise_stat(h, w, cin, layer.kernel, layer.stride, layer.padding, layer.use_bias, index)
+    if kind == "sepconv":
+        (ho, wo, _), params, flops = _depthwise_stat(h, w, cin, layer.kernel, layer.stride, layer.padding,
+                                                     False, index)
+        _, pointwise, pointwise_flops = _conv_stat(ho, wo, cin, layer.filters, 1, 1, "valid", layer.use_bias,
+                                                   index)
+        return (ho, wo, layer.filters), params + pointwise, flops + pointwise_flops
+    if kind == "inverted":
+        return _inverted_stat(layer, shape, index)
     # Residual blocks.
     cout = layer.out_filters
     if layer.shortcut == "identity" and cin != cout:
         raise ShapeError(f"an identity shortcut needs {cout} input channels, got {cin}; use 'projection'",
                          index, "shortcut")
     params = flops = 0
-    if kind == "basic":
-        convs = [(layer.kernel, layer.stride, layer.filters), (layer.kernel, 1, layer.filters)]
-    else:
-        convs = [(1, 1, layer.filters), (layer.kernel, layer.stride, layer.filters), (1, 1, cout)]
+    bias = kind == "bottleneck_v1"
     current = shape
-    for kernel, stride, filters in convs:
+    for kernel, stride, filters in block_convs(layer):
         current, p, f = _conv_stat(current[0], current[1], current[2], filters, kernel, stride, "same",
-                                   False, index)
+                                   bias, index)
         params += p + 4 * filters
         flops += f
     if layer.shortcut == "projection":
-        _, p, f = _conv_stat(h, w, cin, cout, 1, layer.stride, "same", False, index)
+        _, p, f = _conv_stat(h, w, cin, cout, 1, layer.stride, "same", bias, index)
         params += p + 4 * cout
         flops += f
     return current, params, flops
+
+
+def block_convs(layer: Layer) -> Tuple[Tuple[int, int, int], ...]:
+    """(kernel, stride, filters) of the main-path convolutions of a basic/bottleneck(_v1) block."""
+    if layer.kind == "basic":
+        return ((layer.kernel, layer.stride, layer.filters), (layer.kernel, 1, layer.filters))
+    if layer.kind == "bottleneck":
+        return ((1, 1, layer.filters), (layer.kernel, layer.stride, layer.filters), (1, 1, layer.out_filters))
+    return ((1, layer.stride, layer.filters), (layer.kernel, 1, layer.filters), (1, 1, layer.out_filters))
+
+
+def inverted_width(layer: Layer, in_channels: int) -> int:
+    """The expanded (depthwise) width of an inverted residual block."""
+    return layer.expansion * in_channels
+
+
+def _inverted_stat(layer: Layer, shape, index: int):
+    h, w, cin = shape
+    wide = inverted_width(layer, cin)
+    params = flops = 0
+    if layer.expansion > 1:
+        _, params, flops = _conv_stat(h, w, cin, wide, 1, 1, "same", False, index)
+        params += 4 * wide
+    (ho, wo, _), p, f = _depthwise_stat(h, w, wide, layer.kernel, layer.stride, "same", False, index)
+    params, flops = params + p + 4 * wide, flops + f
+    _, p, f = _conv_stat(ho, wo, wide, layer.filters, 1, 1, "same", False, index)
+    return (ho, wo, layer.filters), params + p + 4 * layer.filters, flops + f
 
 
 def _head_params(features: int, num_classes: int) -> int:

@@ -9,7 +9,7 @@ Everything is Keras functional API, in three sub-models joined by one training m
     z --predictor--> "accuracy" [1] (validation accuracy, in its own units)
                      "log_params" [1] (natural log of the exact parameter count)
 
-``L`` is the tokenizer's ``max_layers`` and ``F`` its number of fields (`tokens.FIELDS`).
+``L`` is the tokenizer's ``max_layers`` and ``F`` its number of fields (`Tokenizer.fields`).
 
 The encoder sums one learned vector per (field, token) and a learned position
 vector, runs ``conv_layers`` Conv1D (kernel ``kernel_size``, 'same' padding, ReLU)
@@ -326,7 +326,7 @@ class Embedding:
         return self.encode(self.tokenizer.encode_batch(specs))
 
     def logits(self, z) -> List[np.ndarray]:
-        """Per-field logits for codes z, in `tokens.FIELDS` order."""
+        """Per-field logits for codes z, in `Tokenizer.fields` order."""
         out = self.decoder(np.asarray(z, np.float32), training=False)
         return [np.asarray(out[f"logits_{field}"]) for field in self.tokenizer.fields]
 

@@ -7,6 +7,8 @@ group, exactly as `archspec` documents it:
 spec kind      Keras layers (``lI`` is the spec index, used in layer names)
 =============  =============================================================
 ``conv``       ``Conv2D(filters, kernel, strides, padding, use_bias)``
+``dwconv``     ``DepthwiseConv2D(kernel, strides, padding, use_bias)``
+``sepconv``    ``SeparableConv2D(filters, kernel, strides, padding, use_bias)``
 ``bn``         ``BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon)``
 ``act``        ``Activation(name)`` (``swish`` is stored by Keras as ``silu``)
 ``maxpool``    ``MaxPooling2D(pool_size=kernel, strides=stride, padding)``
@@ -19,10 +21,16 @@ spec kind      Keras layers (``lI`` is the spec index, used in layer names)
 ``basic``      conv(k, s)-BN-ReLU-conv(k)-BN, plus the shortcut, ``Add``, ReLU
 ``bottleneck`` conv1x1-BN-ReLU-conv(k, s)-BN-ReLU-conv1x1(4f)-BN, plus the
                shortcut, ``Add``, ReLU
+``bottleneck_v1`` conv1x1(s)-BN-ReLU-conv(k)-BN-ReLU-conv1x1(4f)-BN, with
+               biases, plus the shortcut, ``Add``, ReLU (Keras' ResNet50)
+``inverted``   [conv1x1(e)-BN-act]-DepthwiseConv2D(k, s)-BN-act-conv1x1-BN
+               [+ ``Add`` with the input] (Keras' MobileNetV2)
 =============  =============================================================
 
-Block convolutions use ``padding="same"`` and no bias; a ``projection`` shortcut
-is a 1x1 convolution with the block's stride (no bias) followed by batch norm.
+An integer padding p is ``ZeroPadding2D(p)`` followed by the layer with
+``padding="valid"``. Block convolutions use ``padding="same"`` and no bias (except
+``bottleneck_v1``'s); a ``projection`` shortcut is a 1x1 convolution with the
+block's stride followed by batch norm.
 The classifier head is ``Dense(num_classes, name="logits")`` followed by
 ``Activation("softmax", dtype="float32", name="probabilities")``: the softmax runs
 in float32 so a model built under a mixed-precision policy still outputs float32
@@ -43,7 +51,7 @@ which also finds the head without it.
 """
 
 import numbers
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import keras
 import tensorflow as tf
@@ -142,13 +150,45 @@ def logits_model(model: keras.Model) -> keras.Model:
     return keras.Model(inputs, tensor, name=f"{model.name}_logits")
 
 
+def weighted_layer_names(spec: archspec.ArchSpec) -> List[str]:
+    """The names of the layers with weights that `build_model` makes, in spec order (in a block:
+    the main path, then the shortcut), the head last."""
+    names = []
+    for index, layer in enumerate(spec):
+        prefix = f"l{index}"
+        if layer.kind in ("conv", "dwconv", "sepconv", "dense", "bn"):
+            names.append(f"{prefix}_{layer.kind}")
+        elif layer.kind in archspec.BLOCKS:
+            for number in range(1, len(archspec.block_convs(layer)) + 1):
+                names += [f"{prefix}_block_conv{number}", f"{prefix}_block_bn{number}"]
+            if layer.shortcut == "projection":
+                names += [f"{prefix}_block_proj_conv", f"{prefix}_block_proj_bn"]
+        elif layer.kind == "inverted":
+            if layer.expansion > 1:
+                names += [f"{prefix}_block_expand", f"{prefix}_block_expand_bn"]
+            names += [f"{prefix}_block_dwconv", f"{prefix}_block_dw_bn", f"{prefix}_block_project",
+                      f"{prefix}_block_project_bn"]
+    return names + [LOGITS_NAME]
+
+
 # -- layers ------------------------------------------------------------------
 def _apply_layer(x, layer: archspec.Layer, prefix: str, bn_args: dict):
     kind = layer.kind
     layers = keras.layers
+    if kind in archspec.WINDOWED and not isinstance(layer.padding, str):
+        x = layers.ZeroPadding2D(layer.padding, name=f"{prefix}_pad")(x)
+        layer = layer.replace(padding="valid")
     if kind == "conv":
         return layers.Conv2D(layer.filters, layer.kernel, strides=layer.stride, padding=layer.padding,
                              use_bias=layer.use_bias, name=f"{prefix}_conv")(x)
+    if kind == "dwconv":
+        return layers.DepthwiseConv2D(layer.kernel, strides=layer.stride, padding=layer.padding,
+                                      use_bias=layer.use_bias, name=f"{prefix}_dwconv")(x)
+    if kind == "sepconv":
+        return layers.SeparableConv2D(layer.filters, layer.kernel, strides=layer.stride, padding=layer.padding,
+                                      use_bias=layer.use_bias, name=f"{prefix}_sepconv")(x)
+    if kind == "inverted":
+        return _inverted_block(x, layer, f"{prefix}_block", bn_args)
     if kind == "bn":
         return layers.BatchNormalization(name=f"{prefix}_bn", **bn_args)(x)
     if kind == "act":
@@ -177,25 +217,43 @@ def _apply_layer(x, layer: archspec.Layer, prefix: str, bn_args: dict):
 def _residual_block(x, layer: archspec.Layer, prefix: str, bn_args: dict):
     """A basic or bottleneck block, as documented in `archspec`."""
     layers = keras.layers
-    if layer.kind == "basic":
-        convs = [(layer.kernel, layer.stride, layer.filters), (layer.kernel, 1, layer.filters)]
-    else:
-        convs = [(1, 1, layer.filters), (layer.kernel, layer.stride, layer.filters),
-                 (1, 1, layer.out_filters)]
+    convs = archspec.block_convs(layer)
+    bias = layer.kind == "bottleneck_v1"
     y = x
     for number, (kernel, stride, filters) in enumerate(convs, start=1):
-        y = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
+        y = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=bias,
                           name=f"{prefix}_conv{number}")(y)
         y = layers.BatchNormalization(name=f"{prefix}_bn{number}", **bn_args)(y)
         if number < len(convs):
             y = layers.Activation("relu", name=f"{prefix}_relu{number}")(y)
     shortcut = x
     if layer.shortcut == "projection":
-        shortcut = layers.Conv2D(layer.out_filters, 1, strides=layer.stride, padding="same", use_bias=False,
+        shortcut = layers.Conv2D(layer.out_filters, 1, strides=layer.stride, padding="same", use_bias=bias,
                                  name=f"{prefix}_proj_conv")(x)
         shortcut = layers.BatchNormalization(name=f"{prefix}_proj_bn", **bn_args)(shortcut)
     y = layers.Add(name=f"{prefix}_add")([y, shortcut])
     return layers.Activation("relu", name=f"{prefix}_out")(y)
+
+
+def _inverted_block(x, layer: archspec.Layer, prefix: str, bn_args: dict):
+    """MobileNetV2's inverted residual block, as documented in `archspec`."""
+    layers = keras.layers
+    in_channels = int(x.shape[-1])
+    y = x
+    if layer.expansion > 1:
+        y = layers.Conv2D(archspec.inverted_width(layer, in_channels), 1, padding="same", use_bias=False,
+                          name=f"{prefix}_expand")(y)
+        y = layers.BatchNormalization(name=f"{prefix}_expand_bn", **bn_args)(y)
+        y = layers.Activation(layer.activation, name=f"{prefix}_expand_{layer.activation}")(y)
+    y = layers.DepthwiseConv2D(layer.kernel, strides=layer.stride, padding="same", use_bias=False,
+                               name=f"{prefix}_dwconv")(y)
+    y = layers.BatchNormalization(name=f"{prefix}_dw_bn", **bn_args)(y)
+    y = layers.Activation(layer.activation, name=f"{prefix}_dw_{layer.activation}")(y)
+    y = layers.Conv2D(layer.filters, 1, padding="same", use_bias=False, name=f"{prefix}_project")(y)
+    y = layers.BatchNormalization(name=f"{prefix}_project_bn", **bn_args)(y)
+    if layer.has_residual(in_channels):
+        y = layers.Add(name=f"{prefix}_add")([x, y])
+    return y
 
 
 # -- helpers -----------------------------------------------------------------

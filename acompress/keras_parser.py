@@ -19,7 +19,24 @@ Layers understood, and the spec layers they become:
   ``GlobalAveragePooling2D``/``GlobalMaxPooling2D`` (``keepdims=False``) ->
   ``gap``/``gmp``; ``Flatten`` -> ``flatten``; ``Dropout`` -> ``dropout`` (rate 0 is
   skipped: it does nothing).
-* ``Add`` of two branches followed by a ReLU -> a ``basic`` or ``bottleneck`` block.
+* ``DepthwiseConv2D`` -> ``dwconv`` and ``SeparableConv2D`` -> ``sepconv`` (depth
+  multiplier 1, no dilation).
+* ``ZeroPadding2D`` must be followed by a ``valid`` convolution or pooling, which it
+  joins: when it pads exactly as TensorFlow's ``same`` does for that input size
+  (MobileNetV2's ``correct_pad`` before a strided depthwise convolution) a
+  convolution becomes ``padding="same"``; otherwise an equal padding p on every
+  side becomes ``padding=p`` (ResNet50's stem). Other paddings are refused.
+* ``Add`` of two branches followed by a ReLU -> a ``basic``, ``bottleneck`` or
+  ``bottleneck_v1`` block; ``Add`` of MobileNetV2's linear bottleneck and its input
+  (no ReLU after it) -> an ``inverted`` block. The same inverted block without the
+  ``Add`` (a strided one, or one that changes the width) is recognised from its
+  layers: [conv1x1(e)-BN-act]-depthwise(k, s, same)-BN-act-conv1x1-BN not followed
+  by an activation, with ``e`` a multiple of the input channels.
+* ``Rescaling`` and ``Normalization`` layers at the very start of the model are its
+  input preprocessing, not part of the spec: `parse` returns them as one
+  per-channel affine map (`Parsed.preprocessing`), which the package applies to
+  the data instead (and puts back in front of exported networks). Anywhere else
+  they are refused.
 
 Residual blocks are found without names. Walking back from an ``Add``, each of
 its two inputs is followed through single-input layers until a layer with several
@@ -34,6 +51,10 @@ empty (identity) or a 1x1 stride-s convolution without bias to the block's outpu
 width plus batch norm (projection). The ``Add`` must be followed by a ReLU, which
 the block absorbs.
 
+A ``bottleneck_v1`` block is ResNet v1's as ``keras.applications`` builds it:
+conv1x1(f, s)-BN-ReLU-conv(k)(f)-BN-ReLU-conv1x1(4f)-BN with biases, the projection
+shortcut a 1x1 stride-s convolution with bias plus batch norm.
+
 The classifier head is removed: the model must end in ``Dense(num_classes)`` with
 a bias and either a softmax (fused, or as a following ``Activation("softmax")`` or
 ``Softmax`` layer) or no activation (a logits model). Anything else raises
@@ -43,26 +64,34 @@ layer's exact parameter count must equal that of the Keras layers it came from.
 """
 
 import dataclasses
+import math
 import os
 from typing import List, Optional, Sequence, Tuple
 
 import keras
+import numpy as np
 
 from acompress import archspec
 
-SUPPORTED_LAYERS = ("InputLayer, Conv2D, Dense, BatchNormalization, Activation, ReLU, MaxPooling2D, "
-                    "AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, Flatten, Dropout, and Add "
-                    "inside basic/bottleneck residual blocks")
+SUPPORTED_LAYERS = ("InputLayer, Conv2D, DepthwiseConv2D, SeparableConv2D, Dense, BatchNormalization, "
+                    "Activation, ReLU, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, "
+                    "Flatten, Dropout, ZeroPadding2D before a 'valid' convolution or pooling, Rescaling and "
+                    "Normalization as the model's first layers, and Add inside basic/bottleneck/bottleneck_v1/"
+                    "inverted residual blocks")
 BLOCK_TEMPLATES = ("a basic block conv(k,s)-BN-ReLU-conv(k)-BN or a bottleneck block "
                    "conv1x1(f)-BN-ReLU-conv(k,s)(f)-BN-ReLU-conv1x1(4f)-BN (convolutions without bias, "
-                   "'same' padding), added to an identity shortcut or a projection shortcut "
-                   "(1x1 stride-s convolution without bias, then BatchNormalization), then ReLU")
+                   "'same' padding), or Keras' ResNet v1 bottleneck conv1x1(f,s)-BN-ReLU-conv(k)(f)-BN-ReLU-"
+                   "conv1x1(4f)-BN (convolutions with bias), added to an identity shortcut or a projection "
+                   "shortcut (1x1 stride-s convolution, then BatchNormalization), then ReLU; or MobileNetV2's "
+                   "inverted residual [conv1x1(e)-BN-act]-DepthwiseConv2D(k)-BN-act-conv1x1(c)-BN added to "
+                   "its c-channel input, with no activation after the Add")
 HEAD = ("a final Dense(num_classes) with bias and a softmax (fused, or as a following Activation('softmax') "
         "or Softmax layer) or no activation")
 
 # Keras' serialized activation name -> archspec activation.
 _ACTIVATIONS = {name: name for name in archspec.ACTIVATIONS}
 _ACTIVATIONS["silu"] = "swish"
+_ACTIVATIONS["hard_silu"] = "hard_swish"
 
 
 class UnsupportedModelError(ValueError):
@@ -81,6 +110,53 @@ class UnsupportedModelError(ValueError):
         super().__init__(message)
 
 
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """A model's input preprocessing (its leading Rescaling/Normalization layers) as one
+    per-channel map ``(x - mean) / std``: the form `data.DataConfig.normalise` takes."""
+
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+
+    def to_dict(self) -> dict:
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Parsed:
+    """What `parse` reads from a Keras classifier.
+
+    Attributes:
+      spec: the body's architecture (the head is implicit).
+      input_shape: (height, width, channels), or None when not fully defined.
+      num_classes: units of the classifier head.
+      preprocessing: the leading Rescaling/Normalization layers as one affine map, or None.
+      preprocessing_layers: those layers' names, in order.
+      bn_epsilon: the epsilon every batch norm of the model uses, or None (no batch norm, or several).
+      weighted_layers: the model's layers with weights (nested models' too), in the order in which
+        `keras_builder` makes the spec's (spec layer by spec layer; in a block the main path,
+        then the shortcut), so weights can be copied between the two one to one.
+    """
+
+    spec: archspec.ArchSpec
+    input_shape: Optional[Tuple[int, int, int]]
+    num_classes: int
+    preprocessing: Optional[Preprocessing] = None
+    preprocessing_layers: Tuple[str, ...] = ()
+    bn_epsilon: Optional[float] = None
+    weighted_layers: Tuple[keras.layers.Layer, ...] = ()
+
+
+def parse(model: keras.Model) -> Parsed:
+    """Everything this package reads from a Keras classifier (see `Parsed`).
+
+    Raises:
+      UnsupportedModelError: the model uses a layer, setting or topology that the
+        spec cannot express; the message names the layer.
+    """
+    return _parse(model)
+
+
 def parse_model(model: keras.Model) -> archspec.ArchSpec:
     """The ArchSpec of a Keras classifier (its body; the head is implicit).
 
@@ -88,7 +164,7 @@ def parse_model(model: keras.Model) -> archspec.ArchSpec:
       UnsupportedModelError: the model uses a layer, setting or topology that the
         spec cannot express; the message names the layer.
     """
-    return _parse(model)[0]
+    return _parse(model).spec
 
 
 def describe_model(model: keras.Model) -> Tuple[archspec.ArchSpec, Tuple[int, int, int], int]:
@@ -97,7 +173,8 @@ def describe_model(model: keras.Model) -> Tuple[archspec.ArchSpec, Tuple[int, in
     Raises:
       UnsupportedModelError: as `parse_model`, or the input height/width is not fixed.
     """
-    spec, input_shape, num_classes = _parse(model)
+    parsed = _parse(model)
+    spec, input_shape, num_classes = parsed.spec, parsed.input_shape, parsed.num_classes
     if input_shape is None:
         layer, _ = _producer(model.inputs[0])
         raise UnsupportedModelError(f"input shape {tuple(model.inputs[0].shape[1:])} is not fully defined; "
@@ -276,16 +353,44 @@ def _padding(operation) -> str:
     return padding
 
 
-def _conv2d(operation, rank: int) -> List[archspec.Layer]:
+def _window_settings(operation) -> Tuple[int, int, str]:
+    """(kernel, stride, padding) of a convolution; refuses what the spec cannot say."""
     _channels_last(operation)
     if tuple(operation.dilation_rate) != (1, 1):
         raise _unsupported(operation, f"dilation_rate {tuple(operation.dilation_rate)}; supported: dilation_rate=1")
+    if getattr(operation, "depth_multiplier", 1) != 1:
+        raise _unsupported(operation, f"depth_multiplier={operation.depth_multiplier}; supported: 1")
+    return (_square(operation, operation.kernel_size, "kernel_size"),
+            _square(operation, operation.strides, "strides"), _padding(operation))
+
+
+def _conv2d(operation, rank: int) -> List[archspec.Layer]:
+    kernel, stride, padding = _window_settings(operation)
     if operation.groups != 1:
         raise _unsupported(operation, f"groups={operation.groups}; supported: groups=1")
-    conv = archspec.conv(operation.filters, _square(operation, operation.kernel_size, "kernel_size"),
-                         _square(operation, operation.strides, "strides"), _padding(operation),
-                         bool(operation.use_bias))
-    return _with_activation(operation, conv)
+    return _with_activation(operation, archspec.conv(operation.filters, kernel, stride, padding,
+                                                     bool(operation.use_bias)))
+
+
+def _depthwise(operation, rank: int) -> List[archspec.Layer]:
+    kernel, stride, padding = _window_settings(operation)
+    return _with_activation(operation, archspec.dwconv(kernel, stride, padding, bool(operation.use_bias)))
+
+
+def _separable(operation, rank: int) -> List[archspec.Layer]:
+    kernel, stride, padding = _window_settings(operation)
+    return _with_activation(operation, archspec.sepconv(operation.filters, kernel, stride, padding,
+                                                        bool(operation.use_bias)))
+
+
+def _preprocessing_elsewhere(operation, rank: int) -> List[archspec.Layer]:
+    raise _unsupported(operation, "Rescaling and Normalization are supported only as the model's first layers "
+                                  "(its input preprocessing), not between other layers")
+
+
+def _padding_alone(operation, rank: int) -> List[archspec.Layer]:
+    raise _unsupported(operation, "ZeroPadding2D is supported only right before a Conv2D, DepthwiseConv2D, "
+                                  "SeparableConv2D, MaxPooling2D or AveragePooling2D with padding='valid'")
 
 
 def _dense(operation, rank: int) -> List[archspec.Layer]:
@@ -355,6 +460,11 @@ def _dropout(operation, rank: int) -> List[archspec.Layer]:
 # Keras layer type -> converter(operation, input rank) -> the spec layers it becomes (none for identities).
 _CONVERTERS = {
     keras.layers.Conv2D: _conv2d,
+    keras.layers.DepthwiseConv2D: _depthwise,
+    keras.layers.SeparableConv2D: _separable,
+    keras.layers.Rescaling: _preprocessing_elsewhere,
+    keras.layers.Normalization: _preprocessing_elsewhere,
+    keras.layers.ZeroPadding2D: _padding_alone,
     keras.layers.Dense: _dense,
     keras.layers.BatchNormalization: _batch_norm,
     keras.layers.Activation: _activation_layer,
@@ -368,6 +478,11 @@ _CONVERTERS = {
 }
 
 
+_WINDOW_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
+                 keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
+_PREPROCESSING_TYPES = (keras.layers.Rescaling, keras.layers.Normalization)
+
+
 def _convert(operation, input_tensor) -> List[archspec.Layer]:
     """The spec layers one Keras layer becomes (none for identity layers)."""
     converter = _CONVERTERS.get(type(operation))
@@ -376,31 +491,85 @@ def _convert(operation, input_tensor) -> List[archspec.Layer]:
     return converter(operation, _rank(input_tensor))
 
 
-def _match_block(block: _Block) -> archspec.Layer:
-    """The basic/bottleneck spec layer that a found block is, or UnsupportedModelError."""
+def _same_pads(size: int, kernel: int, stride: int) -> Tuple[int, int]:
+    """(before, after) zero padding of TensorFlow's 'same' window along one axis."""
+    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def _padded(pad_step: _Step, following: Optional[_Step]) -> List[archspec.Layer]:
+    """The spec layers of a ZeroPadding2D and the valid window it feeds (see the module docstring)."""
+    pad = pad_step.layer
+    _channels_last(pad)
+    if (following is None or type(following.layer) not in _WINDOW_TYPES
+            or following.layer.padding.lower() != "valid"):
+        return _padding_alone(pad, 4)
+    (top, bottom), (left, right) = (tuple(int(v) for v in side) for side in pad.padding)
+    converted = _convert(following.layer, following.input)
+    window = converted[0]
+    height, width = pad_step.input.shape[1:3]
+    if top == bottom == left == right:
+        padding = "valid" if top == 0 else top
+    else:
+        padding = None
+    if (window.kind in ("conv", "dwconv", "sepconv") and isinstance(height, int) and isinstance(width, int)
+            and (top, bottom) == _same_pads(height, window.kernel, window.stride)
+            and (left, right) == _same_pads(width, window.kernel, window.stride)):
+        padding = "same"
+    if padding is None:
+        raise _unsupported(pad, f"padding {((top, bottom), (left, right))} before {following.layer.name!r}; "
+                                "supported: the same padding on every side, or exactly TensorFlow's 'same' "
+                                "padding before a convolution")
+    return [window.replace(padding=padding)] + converted[1:]
+
+
+def _convert_steps(steps: Sequence[_Step]) -> Tuple[List[archspec.Layer], List[List[keras.layers.Layer]]]:
+    """Spec layers for a run of single-input layers, and the Keras layers each came from."""
+    layers: List[archspec.Layer] = []
+    sources: List[List[keras.layers.Layer]] = []
+    position = 0
+    while position < len(steps):
+        step = steps[position]
+        if type(step.layer) is keras.layers.ZeroPadding2D:  # pylint: disable=unidiomatic-typecheck
+            following = steps[position + 1] if position + 1 < len(steps) else None
+            converted, used = _padded(step, following), [step.layer, following.layer]
+            position += 2
+        else:
+            converted, used = _convert(step.layer, step.input), [step.layer]
+            position += 1
+        layers.extend(converted)
+        sources.extend([used] * len(converted))
+    return layers, sources
+
+
+def _match_block(block: _Block) -> Tuple[archspec.Layer, bool, int]:
+    """(the block spec layer that a found block is, whether a ReLU after the Add belongs to it,
+    which of the block's two branches is the main path)."""
     channels = block.fork.shape[-1]
     converted = []
     for branch in block.branches:
-        layers = []
-        for step in branch:
-            layers.extend(_convert(step.layer, step.input))
+        layers = _convert_steps(branch)[0]
         # A 1x1 convolution computes the same thing with 'valid' or 'same' padding.
         converted.append([layer.replace(padding="same") if layer.kind == "conv" and layer.kernel == 1
                           else layer for layer in layers])
-    for main, shortcut in (converted, converted[::-1]):
-        for candidate in (_basic_template(main), _bottleneck_template(main)):
+    for main_index, (main, shortcut) in enumerate((converted, converted[::-1])):
+        inverted = _inverted_template(main, channels)
+        if inverted is not None and not shortcut and inverted.has_residual(channels):
+            return inverted, False, main_index
+        for candidate in (_basic_template(main), _bottleneck_template(main), _bottleneck_v1_template(main)):
             if candidate is None:
                 continue
+            bias = candidate.kind == "bottleneck_v1"
             expected_shortcut = ([] if shortcut == [] else
-                                 [archspec.conv(candidate.out_filters, 1, candidate.stride, "same", False),
+                                 [archspec.conv(candidate.out_filters, 1, candidate.stride, "same", bias),
                                   archspec.bn()])
             if shortcut != expected_shortcut:
                 continue
             if not shortcut:
                 if candidate.stride != 1 or channels != candidate.out_filters:
                     continue
-                return candidate.replace(shortcut="identity")
-            return candidate.replace(shortcut="projection")
+                return candidate.replace(shortcut="identity"), True, main_index
+            return candidate.replace(shortcut="projection"), True, main_index
     names = [", ".join(f"{_type(step.layer)} {step.layer.name!r}" for step in branch) or "identity"
              for branch in block.branches]
     raise _unsupported(block.add, f"its branches [{names[0]}] and [{names[1]}] match no residual block; "
@@ -429,6 +598,101 @@ def _bottleneck_template(layers: List[archspec.Layer]) -> Optional[archspec.Laye
                 archspec.conv(f, middle.kernel, middle.stride, "same", False), archspec.bn(), archspec.act("relu"),
                 archspec.conv(block.out_filters, 1, 1, "same", False), archspec.bn()]
     return block if layers == expected else None
+
+
+def _bottleneck_v1_template(layers: List[archspec.Layer]) -> Optional[archspec.Layer]:
+    if len(layers) != 8 or layers[0].kind != "conv" or layers[3].kind != "conv":
+        return None
+    first, middle = layers[0], layers[3]
+    f = first.filters
+    block = archspec.Layer("bottleneck_v1", kernel=middle.kernel, stride=first.stride, filters=f,
+                           shortcut="projection")
+    expected = [archspec.conv(f, 1, first.stride, "same", True), archspec.bn(), archspec.act("relu"),
+                archspec.conv(f, middle.kernel, 1, "same", True), archspec.bn(), archspec.act("relu"),
+                archspec.conv(block.out_filters, 1, 1, "same", True), archspec.bn()]
+    return block if layers == expected else None
+
+
+def _inverted_template(layers: Sequence[archspec.Layer], channels: Optional[int]) -> Optional[archspec.Layer]:
+    """The inverted block that `layers` spell out on a `channels`-channel input, or None."""
+    layers = list(layers)
+    if len(layers) not in (5, 8) or layers[-5].kind != "dwconv" or layers[-3].kind != "act" \
+            or layers[-2].kind != "conv" or not isinstance(channels, int):
+        return None
+    depthwise, activation, project = layers[-5], layers[-3].activation, layers[-2]
+    expansion = 1
+    if len(layers) == 8:
+        wide = layers[0].filters if layers[0].kind == "conv" else None
+        if wide is None or wide % channels or wide // channels < 2:
+            return None
+        expansion = wide // channels
+    block = archspec.inverted(project.filters, expansion, depthwise.stride, depthwise.kernel, activation)
+    expected = [archspec.dwconv(depthwise.kernel, depthwise.stride, "same", False), archspec.bn(),
+                archspec.act(activation), archspec.conv(project.filters, 1, 1, "same", False), archspec.bn()]
+    if expansion > 1:
+        expected = [archspec.conv(expansion * channels, 1, 1, "same", False), archspec.bn(),
+                    archspec.act(activation)] + expected
+    one_by_one = [layer.replace(padding="same") if layer.kind == "conv" and layer.kernel == 1 else layer
+                  for layer in layers]
+    return block if one_by_one == expected else None
+
+
+def _fuse_inverted(layers: List[archspec.Layer], sources: List[List[keras.layers.Layer]], channels: int):
+    """Joins the layers of inverted blocks without a residual (strided, or changing the width) into
+    `inverted` layers: MobileNetV2's linear bottleneck, so a following activation stops the match."""
+    out_layers, out_sources = [], []
+    position = 0
+    while position < len(layers):
+        for length in (8, 5):
+            run = layers[position:position + length]
+            block = _inverted_template(run, channels) if len(run) == length else None
+            following = layers[position + length] if position + length < len(layers) else None
+            if block is not None and not block.has_residual(channels) and (
+                    following is None or following.kind != "act"):
+                out_layers.append(block)
+                out_sources.append([op for ops in sources[position:position + length] for op in ops])
+                position += length
+                channels = block.filters
+                break
+        else:
+            layer = layers[position]
+            out_layers.append(layer)
+            out_sources.append(sources[position])
+            if layer.out_filters is not None:
+                channels = layer.out_filters
+            position += 1
+    return out_layers, out_sources
+
+
+def _preprocessing(layers: Sequence[keras.layers.Layer], channels: int) -> Preprocessing:
+    """Leading Rescaling/Normalization layers as one per-channel affine map ``(x - mean) / std``."""
+    scale, shift = np.ones(channels), np.zeros(channels)  # the map so far: x * scale + shift
+
+    def per_channel(layer, value, what):
+        value = np.asarray(keras.ops.convert_to_numpy(value), np.float64).ravel()
+        if value.size not in (1, channels):
+            raise _unsupported(layer, f"{what} has {value.size} values for {channels} channels; supported: one "
+                                      "value, or one per channel")
+        return np.broadcast_to(value, (channels,))
+
+    for layer in layers:
+        if isinstance(layer, keras.layers.Rescaling):
+            factor, offset = per_channel(layer, layer.scale, "scale"), per_channel(layer, layer.offset, "offset")
+            scale, shift = scale * factor, shift * factor + offset
+            continue
+        if layer.invert:
+            raise _unsupported(layer, "invert=True; supported: a Normalization that standardises its input")
+        if tuple(layer.axis) not in ((-1,), (3,)):
+            raise _unsupported(layer, f"axis={layer.axis}; supported: the channel axis (-1)")
+        if layer.mean is None:
+            raise _unsupported(layer, "the layer has no mean and variance yet (call adapt() or give them)")
+        mean = per_channel(layer, layer.mean, "mean")
+        std = np.maximum(np.sqrt(per_channel(layer, layer.variance, "variance")), keras.backend.epsilon())
+        scale, shift = scale / std, (shift - mean) / std
+    if not np.all(scale > 0):
+        raise _unsupported(layers[0], f"the preprocessing scales a channel by {scale.min():.3g}; supported: "
+                                      "positive scales")
+    return Preprocessing(mean=tuple(float(v) for v in -shift / scale), std=tuple(float(v) for v in 1.0 / scale))
 
 
 # -- the whole model -----------------------------------------------------------
@@ -496,24 +760,32 @@ def _to_layers(body: list) -> Tuple[List[archspec.Layer], List[List[keras.layers
     while position < len(body):
         item = body[position]
         if isinstance(item, _Block):
-            block_layer = _match_block(item)
-            following = body[position + 1] if position + 1 < len(body) else None
-            if not isinstance(following, _Step) or _convert(following.layer, following.input) != [archspec.act()]:
-                raise _unsupported(item.add, f"the residual Add is not followed by a ReLU; supported: "
-                                             f"{BLOCK_TEMPLATES}")
+            block_layer, absorbs_relu, main = _match_block(item)
+            # The main path first, then the shortcut: the order of the builder's layers.
+            used = [step.layer for branch in (item.branches[main], item.branches[1 - main]) for step in branch]
+            used.append(item.add)
+            position += 1
+            if absorbs_relu:
+                following = body[position] if position < len(body) else None
+                if not isinstance(following, _Step) or _convert(following.layer, following.input) != [archspec.act()]:
+                    raise _unsupported(item.add, f"the residual Add is not followed by a ReLU; supported: "
+                                                 f"{BLOCK_TEMPLATES}")
+                used.append(following.layer)
+                position += 1
             layers.append(block_layer)
-            sources.append([step.layer for branch in item.branches for step in branch]
-                           + [item.add, following.layer])
-            position += 2
+            sources.append(used)
             continue
-        for layer in _convert(item.layer, item.input):
-            layers.append(layer)
-            sources.append([item.layer])
-        position += 1
+        end = position
+        while end < len(body) and isinstance(body[end], _Step):
+            end += 1
+        run_layers, run_sources = _convert_steps(body[position:end])
+        layers.extend(run_layers)
+        sources.extend(run_sources)
+        position = end
     return layers, sources
 
 
-def _parse(model) -> Tuple[archspec.ArchSpec, Optional[Tuple[int, int, int]], int]:
+def _parse(model) -> Parsed:
     input_tensor, _ = _model_io(model)
     input_layer, _ = _producer(input_tensor)
     if _rank(input_tensor) != 4:
@@ -521,8 +793,14 @@ def _parse(model) -> Tuple[archspec.ArchSpec, Optional[Tuple[int, int, int]], in
                                     "(height, width, channels)", input_layer.name, _type(input_layer))
     items = _walk(model)
     _check_shared(items)
+    prefix = []
+    while items and isinstance(items[0], _Step) and type(items[0].layer) in _PREPROCESSING_TYPES:
+        prefix.append(items.pop(0).layer)
     body, head = _split_head(items)
     layers, sources = _to_layers(body)
+    channels = input_tensor.shape[-1]
+    if isinstance(channels, int):
+        layers, sources = _fuse_inverted(layers, sources, channels)
     try:
         spec = archspec.ArchSpec(layers)
     except archspec.SpecError as error:
@@ -530,11 +808,20 @@ def _parse(model) -> Tuple[archspec.ArchSpec, Optional[Tuple[int, int, int]], in
         raise _unsupported(culprit, f"the layers do not fit the spec grammar ({error}); supported: spatial "
                                     "layers, then exactly one Flatten/GlobalAveragePooling2D/GlobalMaxPooling2D, "
                                     "then flat layers") from error
+    preprocessing = _preprocessing(prefix, int(channels)) if prefix else None
+    epsilons = {float(op.epsilon) for ops in sources for op in ops if isinstance(op, keras.layers.BatchNormalization)}
+    weighted, seen = [], set()
+    for op in [op for ops in sources for op in ops] + [head]:
+        if op.weights and id(op) not in seen:
+            seen.add(id(op))
+            weighted.append(op)
+    parsed = Parsed(spec, None, head.units, preprocessing, tuple(layer.name for layer in prefix),
+                    epsilons.pop() if len(epsilons) == 1 else None, tuple(weighted))
     input_shape = tuple(input_tensor.shape[1:])
     if not all(isinstance(d, int) for d in input_shape):
-        return spec, None, head.units
+        return parsed
     _check_params(spec, input_shape, sources)
-    return spec, input_shape, head.units
+    return dataclasses.replace(parsed, input_shape=input_shape)
 
 
 def _check_params(spec: archspec.ArchSpec, input_shape: Sequence[int],

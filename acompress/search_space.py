@@ -31,7 +31,21 @@ _PROBES = {
     "kernel": archspec.maxpool(1, 1, "same"), "stride": archspec.maxpool(1, 1, "same"),
     "padding": archspec.maxpool(1, 1, "same"), "filters": archspec.dense(1), "use_bias": archspec.dense(1),
     "activation": archspec.act(), "rate": archspec.dropout(0.5), "shortcut": archspec.basic(1, kernel=1),
+    "expansion": archspec.inverted(1, 1),
 }
+
+# The SearchSpace attribute that holds each layer field's vocabulary.
+_ATTRIBUTES = {"kernel": "kernels", "stride": "strides", "padding": "paddings", "activation": "activations",
+               "rate": "rates", "shortcut": "shortcuts", "expansion": "expansions"}
+
+
+def _attribute(field: str) -> str:
+    return _ATTRIBUTES.get(field, field)
+
+
+# Fields whose vocabulary only matters (and is only stored, keeping older spaces' hashes) when one
+# of the space's kinds uses it.
+_OPTIONAL_FIELDS = ("expansion",)
 
 
 class OutOfSearchSpaceError(Exception):
@@ -53,15 +67,16 @@ class SearchSpace:
     """Finite vocabularies for every layer field, and the longest spec allowed."""
 
     max_layers: int = 64
-    kinds: Tuple[str, ...] = archspec.KINDS
+    kinds: Tuple[str, ...] = archspec.CLASSIC_KINDS
     kernels: Tuple[int, ...] = (1, 2, 3, 5, 7)
     strides: Tuple[int, ...] = (1, 2)
     filters: Tuple[int, ...] = DEFAULT_WIDTHS
-    paddings: Tuple[str, ...] = archspec.PADDINGS
-    activations: Tuple[str, ...] = archspec.ACTIVATIONS
+    paddings: Tuple = archspec.PADDINGS
+    activations: Tuple[str, ...] = archspec.CLASSIC_ACTIVATIONS
     rates: Tuple[float, ...] = (0.1, 0.2, 0.25, 0.3, 0.4, 0.5)
     use_bias: Tuple[bool, ...] = (False, True)
     shortcuts: Tuple[str, ...] = archspec.SHORTCUTS
+    expansions: Tuple[int, ...] = (1, 2, 3, 4, 6)
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -73,6 +88,9 @@ class SearchSpace:
         unknown = set(self.kinds) - set(archspec.KINDS)
         if unknown:
             raise ValueError(f"unknown layer kinds {sorted(unknown)}")
+        for field in _OPTIONAL_FIELDS:  # an unused vocabulary is not stored, so it must not tell spaces apart
+            if not self.uses(field):
+                object.__setattr__(self, _attribute(field), getattr(SearchSpace, _attribute(field)))
         if not set(self.kinds) & set(archspec.TRANSITIONS):
             raise ValueError(f"kinds must include one of {archspec.TRANSITIONS}: no spec could become flat")
         for field in ("kind",) + archspec.FIELDS:
@@ -99,9 +117,34 @@ class SearchSpace:
         """The allowed values of a layer field (`kind` or one of archspec.FIELDS)."""
         if field == "kind":
             return self.kinds
-        attribute = {"kernel": "kernels", "stride": "strides", "padding": "paddings",
-                     "activation": "activations", "rate": "rates", "shortcut": "shortcuts"}.get(field, field)
-        return getattr(self, attribute)
+        return getattr(self, _attribute(field))
+
+    def uses(self, field: str) -> bool:
+        """Whether a kind of this space has the layer field `field`."""
+        return any(field in archspec.KIND_FIELDS[kind] for kind in self.kinds)
+
+    def extended_for(self, spec: archspec.ArchSpec) -> "SearchSpace":
+        """This space widened just enough to hold `spec`: its kinds, values and length.
+
+        Values are added after the space's own ones (widths stay sorted), so a spec
+        already inside gets this very space back (the same hash).
+        """
+        changes = {}
+        if len(spec) > self.max_layers:
+            changes["max_layers"] = len(spec)
+        kinds = tuple(dict.fromkeys(self.kinds + tuple(layer.kind for layer in spec)))
+        if kinds != self.kinds:
+            changes["kinds"] = kinds
+        for field in archspec.FIELDS:
+            current = self.values(field)
+            used = [getattr(layer, field) for layer in spec if field in archspec.KIND_FIELDS[layer.kind]]
+            extra = [value for value in dict.fromkeys(used) if (type(value), value) not in
+                     {(type(v), v) for v in current}]
+            if extra:
+                values = current + tuple(extra)
+                changes[_attribute(field)] = tuple(sorted(values)) if field in ("filters", "kernel", "stride", "rate",
+                                                                        "expansion") else values
+        return dataclasses.replace(self, **changes) if changes else self
 
     def check(self, spec: archspec.ArchSpec) -> None:
         """Raises OutOfSearchSpaceError if `spec` uses a value outside this space."""
@@ -130,8 +173,12 @@ class SearchSpace:
         return min(self.filters, key=lambda w: (abs(w - width), w))
 
     def to_dict(self) -> dict:
-        return {field.name: list(v) if isinstance(v := getattr(self, field.name), tuple) else v
-                for field in dataclasses.fields(self)}
+        out = {field.name: list(v) if isinstance(v := getattr(self, field.name), tuple) else v
+               for field in dataclasses.fields(self)}
+        for field in _OPTIONAL_FIELDS:
+            if not self.uses(field):
+                del out[_attribute(field)]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> "SearchSpace":

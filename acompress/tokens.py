@@ -2,12 +2,18 @@
 
 Layout
 ------
-A spec becomes an ``int32`` matrix of shape ``(max_layers, len(FIELDS))``. Row ``i``
-is layer ``i`` of the spec (so "position" and "layer index" are the same number);
-column ``j`` is the field ``FIELDS[j]``: ``kind`` first, then the layer fields of
-`archspec.FIELDS` in their order (kernel, stride, filters, padding, activation,
-rate, use_bias, shortcut). Every column has its own vocabulary, with one layout
-shared by all columns::
+A spec becomes an ``int32`` matrix of shape ``(max_layers, len(tokenizer.fields))``.
+Row ``i`` is layer ``i`` of the spec (so "position" and "layer index" are the same
+number); column ``j`` is the field ``tokenizer.fields[j]``: ``kind`` first, then the
+layer fields of `archspec.FIELDS` in their order (kernel, stride, filters, padding,
+activation, rate, use_bias, shortcut, expansion), except that an optional field
+(`OPTIONAL_FIELDS`: ``expansion``, which only ``inverted`` uses) has its column only
+when a kind of the `SearchSpace` uses it (``space.uses(field)``). A space of the
+classic kinds (the default one included) therefore keeps the original nine columns,
+`FIELDS`, and the very same token values, so stored corpora decode unchanged; a
+space with ``inverted`` has ten, `ALL_FIELDS`. The per-tokenizer ``fields`` is the
+authority; `FIELDS` is only the classic layout. Every column has its own
+vocabulary, with one layout shared by all columns::
 
     token 0      PAD  the row is past the end of the spec; a PAD row is PAD in every column
     token 1      NA   this row's kind does not use the field (never legal in the kind column)
@@ -23,23 +29,34 @@ every column, so neither the model nor the masks need per-column special cases
 
 Masking
 -------
-Decoding walks positions in order and, within a position, the columns in `FIELDS`
-order. `Tokenizer.legal_mask` says which tokens may come next given everything
-before; the column order is what makes this a one-pass rule: the padding mask knows
-the kernel (a 'valid' window must fit), the shortcut mask knows the stride and the
-width (an identity shortcut needs stride 1 and matching channels). The rules:
+Decoding walks positions in order and, within a position, the columns in
+``fields`` order. `Tokenizer.legal_mask` says which tokens may come next given
+everything before; the column order is what makes this a one-pass rule: the
+padding mask knows the kernel (a window must fit), the shortcut mask knows the
+stride and the width (an identity shortcut needs stride 1 and matching channels).
+The rules:
 
-- kind: only the space's kinds; spatial-only kinds (conv, pools, blocks) before the
-  one transition (gap, gmp, flatten), dense after it; PAD only once the spec is flat
-  (so never at position 0); the last position of a still-spatial spec must be a
-  transition; after a PAD kind everything is PAD;
+- kind: only the space's kinds; spatial-only kinds (conv, dwconv, sepconv, pools,
+  the blocks basic/bottleneck/bottleneck_v1, inverted) before the one transition
+  (gap, gmp, flatten), dense after it; PAD only once the spec is flat (so never at
+  position 0); the last position of a still-spatial spec must be a transition;
+  after a PAD kind everything is PAD;
 - a field the kind does not use: NA only; a field it uses: any space value, except
-  an identity shortcut needs stride 1 and, where the input channels are known (from
-  an earlier conv/dense/block, or from ``input_shape``), ``out_filters == channels``;
-- with ``input_shape`` (H, W, C): 'valid' padding only where the window fits the
-  current size. Spaces without 'same' padding or without projection shortcuts get
-  look-ahead masks (kernel, stride, width, and the kind itself) so decoding never
-  reaches a dead end.
+  an identity shortcut (basic, bottleneck, bottleneck_v1) needs stride 1 and, where
+  the input channels are known (from an earlier conv/sepconv/dense/block/inverted,
+  or from ``input_shape``), ``out_filters == channels`` (4 x filters for the
+  bottlenecks);
+- with ``input_shape`` (H, W, C): the padding of a windowed kind (conv, dwconv,
+  sepconv, maxpool, avgpool) must let the window fit the current size: 'same'
+  always, 'valid' where ``kernel <= size``, an integer p (zero padding on every
+  side) where ``kernel <= size + 2p``. Residual blocks and ``inverted`` pad 'same'
+  inside, so they fit any size. Spaces without 'same' padding or without projection
+  shortcuts get look-ahead masks (kernel, stride, width, and the kind itself) so
+  decoding never reaches a dead end: a windowed kind only where some kernel and
+  some padding of the space fit, a kernel only if some padding fits it, and a
+  block without projection shortcuts only with stride 1 and a width whose output
+  matches the channels. ``inverted`` needs no shortcut rule (its residual follows
+  from the shapes), so any stride and width are legal for it.
 
 Every sequence that only takes legal tokens decodes to a valid, in-space spec; with
 an input shape it also builds (`ArchSpec.count_params` does not raise). Conversely
@@ -53,7 +70,6 @@ The tokenizer is a pure function of its `SearchSpace`; store ``to_dict()`` besid
 anything that holds tokens and rebuild it with `Tokenizer.from_dict`.
 """
 
-import math
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -62,13 +78,17 @@ from acompress import archspec
 from acompress import search_space
 
 FORMAT_VERSION = 1
-FIELDS = ("kind",) + archspec.FIELDS
+# Layer fields whose column a token matrix has only when a kind of the space uses them.
+OPTIONAL_FIELDS = ("expansion",)
+# Every possible column, in order; a tokenizer's `fields` is this less the optional
+# fields its space does not use.
+ALL_FIELDS = ("kind",) + archspec.FIELDS
+# The classic layout (the default space's, and any space without `inverted`). Code that
+# handles tokens should use `Tokenizer.fields`, which is authoritative.
+FIELDS = tuple(field for field in ALL_FIELDS if field not in OPTIONAL_FIELDS)
 PAD = 0
 NA = 1
 FIRST_VALUE = 2
-
-_WINDOWED = ("conv", "maxpool", "avgpool")  # kinds with a user-chosen padding
-_FIELD_INDEX = {name: index for index, name in enumerate(FIELDS)}
 
 LogitsLike = Union[np.ndarray, Sequence[np.ndarray]]
 
@@ -93,23 +113,33 @@ class Tokenizer:
 
     def __init__(self, space: Optional[search_space.SearchSpace] = None):
         self._space = search_space.SearchSpace() if space is None else space
-        self._values = {field: tuple(self._space.values(field)) for field in FIELDS}
+        self._fields = tuple(field for field in ALL_FIELDS
+                             if field not in OPTIONAL_FIELDS or self._space.uses(field))
+        self._field_index = {name: index for index, name in enumerate(self._fields)}
+        self._values = {field: tuple(self._space.values(field)) for field in self._fields}
         self._token_of = {field: {value: FIRST_VALUE + index for index, value in enumerate(values)}
                           for field, values in self._values.items()}
-        self._vocab_sizes = tuple(FIRST_VALUE + len(self._values[field]) for field in FIELDS)
-        self._all_values = {field: np.arange(FIRST_VALUE, size) for field, size in zip(FIELDS, self._vocab_sizes)}
+        self._vocab_sizes = tuple(FIRST_VALUE + len(self._values[field]) for field in self._fields)
+        self._all_values = {field: np.arange(FIRST_VALUE, size) for field, size in zip(self._fields, self._vocab_sizes)}
         self._only = {PAD: np.array([PAD]), NA: np.array([NA])}
-        self._has_same = "same" in self._values["padding"]
+        paddings = self._values["padding"]
+        self._has_same = "same" in paddings
+        # The most zero padding a padding of the space adds on each side ('valid' adds 0);
+        # None when no padding but 'same' (or none at all) is allowed.
+        amounts = [_pad_amount(p) for p in paddings if p != "same"]
+        self._max_pad = max(amounts) if amounts else None
         self._has_projection = "projection" in self._values["shortcut"]
         self._min_kernel = min(self._values["kernel"]) if self._values["kernel"] else None
+        self._blocks = tuple(kind for kind in archspec.BLOCKS if kind in self._values["kind"])
         self._cache: Dict[tuple, np.ndarray] = {}
         # Per kind, the row template (NA where unused) and the columns it fills.
         self._kind_rows = {}
+        layer_fields = self._fields[1:]
         for kind in self._values["kind"]:
             used = archspec.KIND_FIELDS[kind]
-            row = np.array([self._token_of["kind"][kind]] + [PAD if f in used else NA for f in archspec.FIELDS],
+            row = np.array([self._token_of["kind"][kind]] + [PAD if f in used else NA for f in layer_fields],
                            dtype=np.int32)
-            self._kind_rows[kind] = (row, tuple((_FIELD_INDEX[f], f) for f in archspec.FIELDS if f in used))
+            self._kind_rows[kind] = (row, tuple((self._field_index[f], f) for f in layer_fields if f in used))
 
     # -- description -----------------------------------------------------------
     @property
@@ -118,16 +148,17 @@ class Tokenizer:
 
     @property
     def fields(self) -> Tuple[str, ...]:
-        return FIELDS
+        """The columns of this tokenizer's matrices: `FIELDS`, plus ``expansion`` if the space uses it."""
+        return self._fields
 
     @property
     def shape(self) -> Tuple[int, int]:
-        """(max_layers, len(FIELDS)): the shape of one token matrix."""
-        return (self._space.max_layers, len(FIELDS))
+        """(max_layers, len(fields)): the shape of one token matrix."""
+        return (self._space.max_layers, len(self._fields))
 
     @property
     def vocab_sizes(self) -> Tuple[int, ...]:
-        """Vocabulary size of each column, in `FIELDS` order (PAD and NA included)."""
+        """Vocabulary size of each column, in `fields` order (PAD and NA included)."""
         return self._vocab_sizes
 
     @property
@@ -137,30 +168,49 @@ class Tokenizer:
 
     def vocabulary(self, field: str) -> Tuple:
         """The labels of the tokens of `field`: ('<pad>', '<na>', value, value, ...)."""
-        return ("<pad>", "<na>") + self._values[field]
+        return ("<pad>", "<na>") + self._values[self._fields[self._column(field)]]
 
     def token(self, field: str, value) -> int:
         """The token of an allowed `value` of `field`."""
+        self._column(field)
         try:
             return self._token_of[field][value]
-        except KeyError:
+        except (KeyError, TypeError):
             raise search_space.OutOfSearchSpaceError(f"{value!r} is not an allowed {field}", None, field) from None
 
     def value(self, field: str, token: int):
         """The value a value token stands for (PAD and NA have none)."""
+        self._column(field)
         if not FIRST_VALUE <= token < FIRST_VALUE + len(self._values[field]):
             raise archspec.SpecError(f"token {token} is not a value token of this field", None, field)
         return self._values[field][token - FIRST_VALUE]
 
+    def _column(self, field: Union[str, int]) -> int:
+        """The column of a field name or index; ValueError if this layout has no such column."""
+        if isinstance(field, str):
+            column = self._field_index.get(field)
+        elif isinstance(field, (int, np.integer)) and not isinstance(field, bool):
+            column = int(field) if 0 <= field < len(self._fields) else None
+        else:
+            column = None
+        if column is None:
+            raise ValueError(f"unknown field {field!r}; this tokenizer's fields are {self._fields}")
+        return column
+
     def to_dict(self) -> dict:
-        return {"format_version": FORMAT_VERSION, "fields": list(FIELDS), "search_space": self._space.to_dict()}
+        return {"format_version": FORMAT_VERSION, "fields": list(self._fields),
+                "search_space": self._space.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Tokenizer":
-        if data.get("format_version") != FORMAT_VERSION or tuple(data.get("fields", ())) != FIELDS:
-            raise ValueError(f"token layout {data.get('format_version')!r} / {data.get('fields')!r} does not "
-                             f"match this package's (format {FORMAT_VERSION}, fields {list(FIELDS)})")
-        return cls(search_space.SearchSpace.from_dict(data["search_space"]))
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"token format {data.get('format_version')!r} does not match this package's "
+                             f"(format {FORMAT_VERSION})")
+        tokenizer = cls(search_space.SearchSpace.from_dict(data["search_space"]))
+        if tuple(data.get("fields", ())) != tokenizer.fields:
+            raise ValueError(f"token layout {data.get('fields')!r} does not match the one this package gives "
+                             f"the stored search space ({list(tokenizer.fields)})")
+        return tokenizer
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Tokenizer) and other._space == self._space
@@ -184,7 +234,7 @@ class Tokenizer:
         return tokens
 
     def encode_batch(self, specs: Iterable[archspec.ArchSpec]) -> np.ndarray:
-        """[batch, max_layers, len(FIELDS)] tokens."""
+        """[batch, max_layers, len(fields)] tokens."""
         encoded = [self.encode(spec) for spec in specs]
         return np.stack(encoded) if encoded else np.zeros((0,) + self.shape, dtype=np.int32)
 
@@ -214,7 +264,7 @@ class Tokenizer:
         kind = self._decode_value(int(row[0]), position, "kind")
         used = archspec.KIND_FIELDS[kind]
         values = {}
-        for column, field in enumerate(archspec.FIELDS, start=1):
+        for column, field in enumerate(self._fields[1:], start=1):
             token = int(row[column])
             if field in used:
                 values[field] = self._decode_value(token, position, field)
@@ -224,7 +274,7 @@ class Tokenizer:
         return archspec.Layer(kind, **values)
 
     def _decode_value(self, token: int, position: int, field: str):
-        size = self._vocab_sizes[_FIELD_INDEX[field]]
+        size = self._vocab_sizes[self._field_index[field]]
         if not 0 <= token < size:
             raise archspec.SpecError(f"token {token} is out of range [0, {size})", position, field)
         if token == PAD:
@@ -240,7 +290,7 @@ class Tokenizer:
             bad_position, column = position + int(rows[0]), int(columns[0])
             raise archspec.SpecError(f"token {int(tokens[bad_position, column])} after the end of the spec "
                                      f"(PAD kind at position {position}); expected PAD ({PAD})",
-                                     bad_position, FIELDS[column])
+                                     bad_position, self._fields[column])
 
     def _check_matrix(self, tokens) -> np.ndarray:
         tokens = np.asarray(tokens)
@@ -264,9 +314,7 @@ class Tokenizer:
         Returns:
           bool array of length ``vocab_sizes[field]``.
         """
-        column = _FIELD_INDEX[field] if isinstance(field, str) else int(field)
-        if not 0 <= column < len(FIELDS):
-            raise ValueError(f"unknown field {field!r}; expected one of {FIELDS}")
+        column = self._column(field)
         tokens = np.asarray(tokens)
         if tokens.shape != self.shape:
             raise archspec.SpecError(f"token matrix has shape {tokens.shape}, expected {self.shape}")
@@ -282,13 +330,13 @@ class Tokenizer:
         """The prefix state before `position`, checking every prefix token up to (position, column)."""
         state = _initial_prefix(input_shape)
         for p in range(position + 1):
-            stop = column if p == position else len(FIELDS)
+            stop = column if p == position else len(self._fields)
             for c in range(stop):
                 token = int(tokens[p, c])
                 if token not in self._legal_tokens(state, p, c, tokens[p]):
                     raise archspec.SpecError(f"token {token} is not legal after the tokens before it "
                                              f"(legal: {self._legal_tokens(state, p, c, tokens[p]).tolist()})",
-                                             p, FIELDS[c])
+                                             p, self._fields[c])
             if p < position:
                 state = self._advance_row(state, tokens[p])
         return state
@@ -301,15 +349,17 @@ class Tokenizer:
         if kind_token == PAD:
             return self._only[PAD]
         kind = self._values["kind"][kind_token - FIRST_VALUE]
-        chosen = {FIELDS[c]: self._values[FIELDS[c]][int(row[c]) - FIRST_VALUE]
+        fields = self._fields
+        chosen = {fields[c]: self._values[fields[c]][int(row[c]) - FIRST_VALUE]
                   for c in range(1, column) if int(row[c]) >= FIRST_VALUE}
-        return self._field_tokens(state, kind, chosen, FIELDS[column])
+        return self._field_tokens(state, kind, chosen, fields[column])
 
     def _advance_row(self, state: _Prefix, row: np.ndarray) -> _Prefix:
         if int(row[0]) == PAD:
             return state._replace(ended=True)
-        values = [self._values[f][int(t) - FIRST_VALUE] if t >= FIRST_VALUE else None for f, t in zip(FIELDS, row)]
-        return self._advance(state, values[0], dict(zip(FIELDS[1:], values[1:])))
+        values = [self._values[f][int(t) - FIRST_VALUE] if t >= FIRST_VALUE else None
+                  for f, t in zip(self._fields, row)]
+        return self._advance(state, values[0], dict(zip(self._fields[1:], values[1:])))
 
     def _kind_tokens(self, state: _Prefix, position: int) -> np.ndarray:
         """Legal kind tokens: phase rules, the forced transition at the end, and feasibility."""
@@ -321,7 +371,7 @@ class Tokenizer:
             key = ("kind", "last")
         else:
             key = ("kind", "spatial", self._window_possible(state),
-                   self._block_possible(state, "basic"), self._block_possible(state, "bottleneck"))
+                   tuple(self._block_possible(state, kind) for kind in self._blocks))
         cached = self._cache.get(key)
         if cached is None:
             cached = self._cache[key] = self._kind_tokens_for(key)
@@ -333,10 +383,10 @@ class Tokenizer:
         elif key[1] == "last":
             allowed = archspec.TRANSITIONS
         else:
-            window_ok, basic_ok, bottleneck_ok = key[2:]
-            blocked = {kind for kind, ok in (("basic", basic_ok), ("bottleneck", bottleneck_ok)) if not ok}
+            window_ok, blocks_ok = key[2:]
+            blocked = {kind for kind, ok in zip(self._blocks, blocks_ok) if not ok}
             if not window_ok:
-                blocked.update(_WINDOWED)
+                blocked.update(archspec.WINDOWED)
             allowed = tuple(k for k in archspec.SPATIAL_ONLY if k not in blocked)
             allowed += archspec.TRANSITIONS + archspec.ANYWHERE
         tokens = [self._token_of["kind"][kind] for kind in self._values["kind"] if kind in allowed]
@@ -346,12 +396,16 @@ class Tokenizer:
         """Legal tokens of a layer field, given the layer's kind and its earlier fields."""
         if field not in archspec.KIND_FIELDS[kind]:
             return self._only[NA]
-        known_size = state.height is not None
-        if field == "kernel" and kind in _WINDOWED and known_size and not self._has_same:
+        if kind in archspec.WINDOWED and state.height is not None:
             smallest = min(state.height, state.width)
-            return self._value_tokens(("kernel", smallest), lambda k: k <= smallest)
-        if field == "padding" and known_size and chosen["kernel"] > min(state.height, state.width):
-            return self._value_tokens(("padding", "same"), lambda p: p == "same")
+            if field == "kernel" and not self._has_same:  # some padding must fit the kernel
+                reach = smallest + 2 * self._max_pad
+                return self._value_tokens(("kernel", reach), lambda k: k <= reach)
+            if field == "padding":
+                kernel = chosen["kernel"]
+                if kernel > smallest:  # 'valid' does not fit; 'same' and enough zero padding do
+                    return self._value_tokens(("padding", kernel - smallest),
+                                              lambda p: _window_fits(kernel, p, smallest))
         if kind in archspec.BLOCKS and not self._has_projection:
             if field == "stride":
                 return self._value_tokens(("stride", 1), lambda s: s == 1)
@@ -373,7 +427,11 @@ class Tokenizer:
 
     def _window_possible(self, state: _Prefix) -> bool:
         """Whether some (kernel, padding) of the space fits the current spatial size."""
-        return self._has_same or state.height is None or self._min_kernel <= min(state.height, state.width)
+        if self._has_same or state.height is None:
+            return True
+        if self._min_kernel is None or self._max_pad is None:
+            return False  # no windowed kind can be in such a space anyway
+        return self._min_kernel <= min(state.height, state.width) + 2 * self._max_pad
 
     def _block_possible(self, state: _Prefix, kind: str) -> bool:
         """Whether a residual block can be completed (matters only without projection shortcuts)."""
@@ -392,11 +450,11 @@ class Tokenizer:
         """The prefix state after one more (legal) layer."""
         if kind in archspec.TRANSITIONS:
             return _Prefix(flat=True)
-        if kind in ("conv", "maxpool", "avgpool"):
+        if kind in archspec.WINDOWED:
             height, width = _window_out(state, values["kernel"], values["stride"], values["padding"])
-            channels = values["filters"] if kind == "conv" else state.channels
+            channels = values["filters"] if kind in ("conv", "sepconv") else state.channels  # dwconv, pools keep
             return _Prefix(False, False, channels, height, width)
-        if kind in archspec.BLOCKS:
+        if kind in archspec.BLOCKS or kind == "inverted":  # 'same' inside: only the stride shrinks
             height, width = _window_out(state, 1, values["stride"], "same")
             return _Prefix(False, False, _block_out(kind, values["filters"]), height, width)
         return state  # bn, act, dropout, dense (flat: nothing left to track)
@@ -406,8 +464,8 @@ class Tokenizer:
         """The token matrix that takes the highest-scoring legal token at every step.
 
         Args:
-          logits: per-field scores, either a list of len(FIELDS) arrays, field f of shape
-            [max_layers, vocab_sizes[f]], or one array [max_layers, len(FIELDS), V] with
+          logits: per-field scores, either a list of len(fields) arrays, field f of shape
+            [max_layers, vocab_sizes[f]], or one array [max_layers, len(fields), V] with
             V >= max_vocab_size (entries past a field's vocabulary are ignored).
           input_shape: optional (H, W, C); if given, the result builds for it.
 
@@ -418,7 +476,7 @@ class Tokenizer:
 
     def masked_greedy_decode_batch(self, logits: LogitsLike,
                                    input_shape: Optional[Sequence[int]] = None) -> np.ndarray:
-        """`masked_greedy_decode` over a leading batch axis: [batch, max_layers, len(FIELDS)]."""
+        """`masked_greedy_decode` over a leading batch axis: [batch, max_layers, len(fields)]."""
         per_field = self._split_logits(logits, batched=True)
         start = _initial_prefix(input_shape)
         batch = per_field[0].shape[0]
@@ -448,17 +506,18 @@ class Tokenizer:
     def _split_logits(self, logits: LogitsLike, batched: bool) -> List[np.ndarray]:
         """Per-field score arrays ([batch,] max_layers, vocab_sizes[f]) from either accepted form."""
         lead = 2 if batched else 1
+        width = len(self._fields)
         if isinstance(logits, (list, tuple)):
-            if len(logits) != len(FIELDS):
-                raise ValueError(f"expected {len(FIELDS)} per-field logit arrays, got {len(logits)}")
+            if len(logits) != width:
+                raise ValueError(f"expected {width} per-field logit arrays, got {len(logits)}")
             arrays = [np.asarray(scores) for scores in logits]
         else:
             padded = np.asarray(logits)
-            if padded.ndim != lead + 2 or padded.shape[-2] != len(FIELDS) or padded.shape[-1] < self.max_vocab_size:
+            if padded.ndim != lead + 2 or padded.shape[-2] != width or padded.shape[-1] < self.max_vocab_size:
                 raise ValueError(f"padded logits must have shape [{'batch, ' if batched else ''}max_layers, "
-                                 f"{len(FIELDS)}, >={self.max_vocab_size}], got {padded.shape}")
+                                 f"{width}, >={self.max_vocab_size}], got {padded.shape}")
             arrays = [padded[..., column, :size] for column, size in enumerate(self._vocab_sizes)]
-        for field, scores, size in zip(FIELDS, arrays, self._vocab_sizes):
+        for field, scores, size in zip(self._fields, arrays, self._vocab_sizes):
             if scores.ndim != lead + 1 or scores.shape[-2:] != (self.shape[0], size):
                 raise ValueError(f"logits of field {field!r} have shape {scores.shape}, expected "
                                  f"[{'batch, ' if batched else ''}{self.shape[0]}, {size}]")
@@ -475,17 +534,26 @@ def _best(scores: np.ndarray, legal: np.ndarray) -> int:
 
 
 def _block_out(kind: str, filters: int) -> int:
-    return archspec.BOTTLENECK_EXPANSION * filters if kind == "bottleneck" else filters
+    """Output channels of a block (or inverted) layer with `filters`."""
+    return archspec.BOTTLENECK_EXPANSION * filters if kind in ("bottleneck", "bottleneck_v1") else filters
 
 
-def _window_out(state: _Prefix, kernel: int, stride: int, padding: str) -> Tuple[Optional[int], Optional[int]]:
+def _pad_amount(padding: Union[str, int]) -> int:
+    """Zero padding added on each side by a non-'same' padding ('valid' adds none)."""
+    return 0 if padding == "valid" else int(padding)
+
+
+def _window_fits(kernel: int, padding: Union[str, int], size: int) -> bool:
+    """Whether a `kernel` window with `padding` fits an input of `size` (along the smaller axis)."""
+    return padding == "same" or kernel <= size + 2 * _pad_amount(padding)
+
+
+def _window_out(state: _Prefix, kernel: int, stride: int,
+                padding: Union[str, int]) -> Tuple[Optional[int], Optional[int]]:
     if state.height is None:
         return None, None
-
-    def out(size: int) -> int:
-        return math.ceil(size / stride) if padding == "same" else (size - kernel) // stride + 1
-
-    return out(state.height), out(state.width)
+    return (archspec.spatial_out(state.height, kernel, stride, padding),
+            archspec.spatial_out(state.width, kernel, stride, padding))
 
 
 def _initial_prefix(input_shape: Optional[Sequence[int]]) -> _Prefix:

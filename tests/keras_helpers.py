@@ -28,7 +28,14 @@ def count_multiply_adds(model: keras.Model) -> int:
     """Multiply-adds of every Conv2D and Dense layer (each called once), from Keras shapes."""
     total = 0
     for layer in _layers(model):
-        if isinstance(layer, keras.layers.Conv2D):
+        if isinstance(layer, (keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)):
+            _, height, width, out_channels = layer.output.shape
+            in_channels = layer.input.shape[-1]
+            kh, kw = layer.kernel_size
+            total += height * width * kh * kw * in_channels * layer.depth_multiplier
+            if isinstance(layer, keras.layers.SeparableConv2D):
+                total += height * width * in_channels * layer.depth_multiplier * out_channels
+        elif isinstance(layer, keras.layers.Conv2D):
             _, height, width, out_channels = layer.output.shape
             in_channels = layer.input.shape[-1]
             kh, kw = layer.kernel_size
@@ -48,8 +55,8 @@ def zoo_model(name: str, input_shape, num_classes: int = 10):
 
 A = archspec
 
-# Hand-written specs that, together, use every layer kind, both block types, both
-# shortcut kinds, every activation, every transition and every padding.
+# Hand-written specs that, together, use every layer kind, every block type, both
+# shortcut kinds, every activation, every transition and every padding kind.
 HAND_SPECS = {
     "plain_every_activation": (A.ArchSpec([
         A.conv(8, 3, 1, "same"), A.bn(), A.act("relu"),
@@ -74,4 +81,19 @@ HAND_SPECS = {
     "blocks_at_start_and_end": (A.ArchSpec([
         A.basic(8, stride=2), A.bottleneck(2), A.gap(),
     ]), (9, 9, 8)),
+    # ResNet50's stem (integer paddings) and v1 bottlenecks of every shortcut.
+    "resnet_v1_stem_and_blocks": (A.ArchSpec([
+        A.conv(16, 7, 2, padding=3), A.bn(), A.act(), A.maxpool(3, 2, padding=1),
+        A.bottleneck_v1(4, shortcut="projection"), A.bottleneck_v1(4), A.bottleneck_v1(8, stride=2), A.gap(),
+    ]), (20, 20, 3)),
+    # MobileNetV2's blocks (with and without a residual, expansion 1 and 6), depthwise and separable
+    # convolutions, hard-swish, and an integer padding before a depthwise convolution.
+    "mobile_blocks": (A.ArchSpec([
+        A.conv(16, 3, 2, use_bias=False), A.bn(), A.act("relu6"),
+        A.inverted(8, expansion=1), A.inverted(8, stride=2), A.inverted(8), A.inverted(12, kernel=5),
+        A.dwconv(3, 1, padding=2, use_bias=True), A.act("hard_swish"),
+        A.sepconv(24, 3, 2), A.bn(), A.act("swish"),
+        A.inverted(24, expansion=3, activation="hard_swish"), A.dwconv(5, 2), A.bn(), A.act(),
+        A.sepconv(16, 1, 1, "valid", use_bias=False), A.gap(),
+    ]), (17, 16, 3)),
 }

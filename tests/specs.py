@@ -23,5 +23,27 @@ def residual() -> a.ArchSpec:
                        a.bottleneck(16, stride=2), a.basic(64, shortcut="projection"), a.gmp()])
 
 
+def mobilenet_like() -> a.ArchSpec:
+    """MobileNetV2 in small: a stem, inverted blocks with and without residuals, a 1x1 head conv."""
+    return a.ArchSpec([a.conv(16, 3, 2, use_bias=False), a.bn(), a.act("relu6"),
+                       a.inverted(8, expansion=1), a.inverted(12, stride=2), a.inverted(12), a.inverted(16, stride=2),
+                       a.inverted(16), a.inverted(16), a.conv(64, 1, use_bias=False), a.bn(), a.act("relu6"),
+                       a.gap()])
+
+
+def resnet_v1_like() -> a.ArchSpec:
+    """Keras' ResNet50 in small: the padded stem and v1 bottlenecks."""
+    return a.ArchSpec([a.conv(16, 7, 2, padding=3), a.bn(), a.act(), a.maxpool(3, 2, padding=1),
+                       a.bottleneck_v1(8, shortcut="projection"), a.bottleneck_v1(8), a.bottleneck_v1(16, stride=2),
+                       a.bottleneck_v1(16), a.gap()])
+
+
+def separable_like() -> a.ArchSpec:
+    return a.ArchSpec([a.conv_bn_act(16), a.sepconv(32, 3, 2), a.bn(), a.act("swish"), a.dwconv(3), a.bn(),
+                       a.act("hard_swish"), a.sepconv(32, 5), a.bn(), a.act(), a.gap()])
+
+
 def all_specs():
-    return {"digits_teacher": digits_teacher(), "vgg_like": vgg_like(), "residual": residual()}
+    return {"digits_teacher": digits_teacher(), "vgg_like": vgg_like(), "residual": residual(),
+            "mobilenet_like": mobilenet_like(), "resnet_v1_like": resnet_v1_like(),
+            "separable_like": separable_like()}

@@ -23,7 +23,7 @@ def test_hash_is_stable_and_distinguishes_specs():
     assert teacher.hash == "a367645bd6546882"  # pinned: corpus shards key on it
     narrower = a.ArchSpec([a.conv(32) if l.kind == "conv" and i == 0 else l for i, l in enumerate(teacher)])
     assert narrower.hash != teacher.hash
-    assert len({s.hash for s in specs.all_specs().values()}) == 3
+    assert len({s.hash for s in specs.all_specs().values()}) == len(specs.all_specs())
 
 
 def test_specs_are_immutable_and_hashable():
@@ -124,3 +124,55 @@ def test_load_and_save(tmp_path):
     assert "bad.json" in str(info.value) and info.value.layer_index == 0
     with pytest.raises(a.SpecError, match="cannot read spec file"):
         a.load(str(tmp_path / "missing.json"))
+
+
+# -- the kinds of keras.applications teachers ------------------------------------------
+def test_depthwise_and_separable_parameters_and_flops():
+    spec = a.ArchSpec([a.dwconv(3, 2, use_bias=True), a.sepconv(8, 5, 1, padding="valid", use_bias=False), a.gap()])
+    # 8x8x4 -> dwconv 3x3/2 'same' -> 4x4x4 -> sepconv 5x5 'valid' does not fit 4x4: a shape error.
+    with pytest.raises(a.ShapeError):
+        spec.count_params((8, 8, 4), 2)
+    spec = a.ArchSpec([a.dwconv(3, 2, use_bias=True), a.sepconv(8, 3, 1, padding="valid", use_bias=False), a.gap()])
+    assert spec.output_shapes((8, 8, 4))[:2] == ((4, 4, 4), (2, 2, 8))
+    assert spec.layer_params((8, 8, 4))[:2] == (9 * 4 + 4, 9 * 4 + 4 * 8)
+    assert spec.count_flops((8, 8, 4), 2) == 16 * 9 * 4 + 4 * (9 * 4 + 4 * 8) + 8 * 2
+
+
+def test_inverted_block_parameters_flops_and_residual():
+    block = a.inverted(16, expansion=6, stride=1)
+    spec = a.ArchSpec([block, a.gap()])
+    wide = 6 * 16
+    # expand 16 -> 96 (+BN), depthwise 3x3 (+BN), project 96 -> 16 (+BN); no biases.
+    assert spec.layer_params((8, 8, 16))[0] == 16 * wide + 4 * wide + 9 * wide + 4 * wide + wide * 16 + 4 * 16
+    assert spec.count_flops((8, 8, 16), 2) == 64 * (16 * wide + 9 * wide + wide * 16) + 16 * 2
+    assert block.has_residual(16) and not block.has_residual(8)
+    assert not a.inverted(16, stride=2).has_residual(16)
+    # Expansion 1 has no expand convolution.
+    assert a.ArchSpec([a.inverted(8, expansion=1), a.gap()]).layer_params((4, 4, 8))[0] == \
+        9 * 8 + 4 * 8 + 8 * 8 + 4 * 8
+
+
+def test_integer_padding_and_bottleneck_v1():
+    spec = specs.resnet_v1_like()
+    shapes = spec.output_shapes((32, 32, 3))
+    assert shapes[0] == (16, 16, 16)  # pad 3 then 7x7/2 valid: (38 - 7) // 2 + 1
+    assert shapes[3] == (8, 8, 16)    # pad 1 then 3x3/2 valid
+    assert shapes[6] == (4, 4, 64)    # the stride of a v1 block is on its first 1x1 convolution
+    params = spec.layer_params((32, 32, 3))
+    assert params[0] == 7 * 7 * 3 * 16 + 16
+    # 16 -> 8 -> 8 -> 32 with biases, plus the 16 -> 32 projection with bias; BN 4 per channel.
+    assert params[4] == (16 * 8 + 8) + (9 * 8 * 8 + 8) + (8 * 32 + 32) + (16 * 32 + 32) + 4 * (8 + 8 + 32 + 32)
+
+
+@pytest.mark.parametrize("layer, field", [
+    (a.Layer("conv", kernel=3, stride=1, filters=8, padding=0, use_bias=True), "padding"),
+    (a.Layer("conv", kernel=3, stride=1, filters=8, padding=True, use_bias=True), "padding"),
+    (a.Layer("inverted", kernel=3, stride=1, filters=8, activation="relu6", expansion=0), "expansion"),
+    (a.Layer("inverted", kernel=3, stride=1, filters=8, activation="relu6"), "expansion"),
+    (a.Layer("dwconv", kernel=3, stride=1, filters=8, padding="same", use_bias=False), "filters"),
+    (a.Layer("bottleneck_v1", kernel=3, stride=2, filters=8, shortcut="identity"), "shortcut"),
+])
+def test_new_kinds_validate_their_fields(layer, field):
+    with pytest.raises(a.SpecError) as info:
+        a.ArchSpec([layer, a.gap()])
+    assert info.value.field == field

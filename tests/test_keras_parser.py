@@ -38,7 +38,9 @@ def test_hand_specs_cover_every_kind_activation_block_and_shortcut():
     assert {layer.activation for layer in used if layer.kind == "act"} == set(archspec.ACTIVATIONS)
     assert {(layer.kind, layer.shortcut) for layer in used if layer.kind in archspec.BLOCKS} == {
         (kind, shortcut) for kind in archspec.BLOCKS for shortcut in archspec.SHORTCUTS}
-    assert {layer.padding for layer in used if layer.kind == "conv"} == set(archspec.PADDINGS)
+    assert {layer.padding for layer in used if layer.kind == "conv"} >= set(archspec.PADDINGS)
+    assert {type(layer.padding) for layer in used if layer.kind in archspec.WINDOWED} == {str, int}
+    assert {layer.expansion for layer in used if layer.kind == "inverted"} >= {1, 3, 6}
 
 
 @pytest.fixture(scope="module", params=["VGG16", "VGG19"])
@@ -188,8 +190,9 @@ GAP = layers.GlobalAveragePooling2D
 
 
 @pytest.mark.parametrize("make_layer, type_name, fragment", [
-    (lambda: layers.SeparableConv2D(4, 3, name="bad"), "SeparableConv2D", "Conv2D"),
-    (lambda: layers.DepthwiseConv2D(3, name="bad"), "DepthwiseConv2D", "Conv2D"),
+    (lambda: layers.SeparableConv2D(4, 3, depth_multiplier=2, name="bad"), "SeparableConv2D", "depth_multiplier"),
+    (lambda: layers.DepthwiseConv2D(3, depth_multiplier=2, name="bad"), "DepthwiseConv2D", "depth_multiplier"),
+    (lambda: layers.DepthwiseConv2D(3, dilation_rate=2, name="bad"), "DepthwiseConv2D", "dilation_rate"),
     (lambda: layers.Conv2D(4, 3, dilation_rate=2, name="bad"), "Conv2D", "dilation_rate"),
     (lambda: layers.Conv2D(6, 3, groups=3, name="bad"), "Conv2D", "groups"),
     (lambda: layers.Conv2D(4, (3, 1), name="bad"), "Conv2D", "kernel_size"),
@@ -205,11 +208,19 @@ GAP = layers.GlobalAveragePooling2D
     (lambda: layers.Activation("softmax", name="bad"), "Activation", "softmax"),
     (lambda: layers.SpatialDropout2D(0.2, name="bad"), "SpatialDropout2D", "Dropout"),
     (lambda: layers.ZeroPadding2D(name="bad"), "ZeroPadding2D", "Conv2D"),
-    (lambda: layers.Rescaling(1 / 255, name="bad"), "Rescaling", "Conv2D"),
     (lambda: layers.Dropout(0.2, noise_shape=(None, 1, 1, 3), name="bad"), "Dropout", "noise_shape"),
 ])
 def test_unsupported_spatial_layers(make_layer, type_name, fragment):
     _assert_unsupported(_classifier(make_layer(), GAP()), "bad", type_name, fragment)
+
+
+@pytest.mark.parametrize("make_layer, type_name", [
+    (lambda: layers.Rescaling(1 / 255, name="bad"), "Rescaling"),
+    (lambda: layers.Normalization(mean=0.0, variance=1.0, name="bad"), "Normalization"),
+])
+def test_preprocessing_after_other_layers(make_layer, type_name):
+    model = _classifier(layers.Conv2D(4, 3), make_layer(), GAP())
+    _assert_unsupported(model, "bad", type_name, "first layers")
 
 
 def test_channels_first_convolution():
@@ -376,3 +387,139 @@ def test_load_keras_model_unreadable_file(tmp_path):
     path.write_bytes(b"not a zip archive")
     with pytest.raises(ValueError, match="broken.keras"):
         keras_parser.load_keras_model(path)
+
+
+# -- keras.applications, preprocessing, padding, inverted blocks ---------------------
+def _weighted_structure(layer_list):
+    """(layer type, weight shapes) of the layers, in order."""
+    return [(type(layer).__name__, [tuple(w.shape) for w in layer.weights]) for layer in layer_list]
+
+
+@pytest.fixture(scope="module", params=["ResNet50", "ResNet101", "MobileNetV2"])
+def application(request):
+    options = {"alpha": 0.35} if request.param == "MobileNetV2" else {}
+    keras.utils.set_random_seed(0)
+    return getattr(keras.applications, request.param)(weights=None, input_shape=(32, 32, 3), classes=10, **options)
+
+
+def test_keras_applications_round_trip(application):
+    parsed = keras_parser.parse(application)
+    spec = parsed.spec
+    kinds = {layer.kind for layer in spec}
+    if application.name.startswith("resnet"):
+        blocks = 16 if application.name == "resnet50" else 33
+        assert sum(layer.kind == "bottleneck_v1" for layer in spec) == blocks
+        assert spec[0] == A.conv(64, 7, 2, padding=3) and spec[3] == A.maxpool(3, 2, padding=1)
+        assert parsed.bn_epsilon == pytest.approx(1.001e-5)
+    else:
+        assert kinds == {"conv", "bn", "act", "inverted", "gap"}
+        assert sum(layer.kind == "inverted" for layer in spec) == 17
+        assert spec[3] == A.inverted(8, expansion=1)  # block 0: no expand convolution
+        residual = [layer for index, layer in enumerate(spec) if layer.kind == "inverted"
+                    and layer.has_residual(spec.output_shapes((32, 32, 3))[index - 1][-1])]
+        assert len(residual) == sum(isinstance(layer, layers.Add) for layer in application.layers) == 10
+    assert (parsed.input_shape, parsed.num_classes, parsed.preprocessing) == ((32, 32, 3), 10, None)
+    assert spec.count_params((32, 32, 3), 10) == application.count_params()
+    assert spec.count_flops((32, 32, 3), 10) == keras_helpers.count_multiply_adds(application)
+    # The builder makes the same weighted layers, in the order the parser lists the model's.
+    rebuilt = keras_builder.build_model(spec, (32, 32, 3), 10)
+    assert rebuilt.count_params() == application.count_params()
+    built = [rebuilt.get_layer(name) for name in keras_builder.weighted_layer_names(spec)]
+    assert _weighted_structure(built) == _weighted_structure(parsed.weighted_layers)
+
+
+def test_rescaling_prefix_is_preprocessing_not_spec():
+    model = keras.Sequential([keras.Input((8, 8, 3)), layers.Rescaling(1 / 255, name="scale"),
+                              layers.Conv2D(4, 3, activation="relu"), GAP(), layers.Dense(3, activation="softmax")])
+    parsed = keras_parser.parse(model)
+    assert parsed.spec == A.ArchSpec([A.conv(4, 3, 1, "valid"), A.act(), A.gap()])
+    assert parsed.preprocessing_layers == ("scale",)
+    np.testing.assert_allclose(parsed.preprocessing.mean, [0, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(parsed.preprocessing.std, [255, 255, 255])
+    assert parsed.spec.count_params((8, 8, 3), 3) == model.count_params()
+
+
+def test_rescaling_then_normalization_compose_into_one_affine_map():
+    normalization = layers.Normalization()
+    rng = np.random.default_rng(0)
+    normalization.adapt(rng.normal(size=(64, 4, 4, 3)) * [1, 2, 3] + [0.5, -1, 2])
+    model = keras.Sequential([keras.Input((4, 4, 3)), layers.Rescaling([0.5, 2.0, 1.0], offset=[1.0, 0.0, -1.0]),
+                              normalization, layers.Conv2D(2, 1), GAP(), layers.Dense(3)])
+    preprocessing = keras_parser.parse(model).preprocessing
+    x = rng.uniform(0, 255, size=(5, 4, 4, 3)).astype(np.float32)
+    prefix = keras.Sequential([keras.Input((4, 4, 3)), model.layers[0], model.layers[1]])
+    expected = np.asarray(prefix(x))
+    np.testing.assert_allclose((x - np.array(preprocessing.mean)) / np.array(preprocessing.std), expected,
+                               rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("prefix, fragment", [
+    (lambda: layers.Rescaling(-1.0, name="bad"), "positive scales"),
+    (lambda: layers.Normalization(mean=1.0, variance=4.0, invert=True, name="bad"), "invert=True"),
+    (lambda: layers.Rescaling([1.0, 2.0], name="bad"), "2 values for 3 channels"),
+])
+def test_unsupported_preprocessing(prefix, fragment):
+    _assert_unsupported(_classifier(prefix(), layers.Conv2D(4, 3), GAP()), "bad", type(prefix()).__name__, fragment)
+
+
+def test_zero_padding_before_a_window():
+    # TensorFlow's 'same' padding of a strided 3x3 window on an even size is (0, 1): a 'same' conv.
+    model = _classifier(layers.ZeroPadding2D(((0, 1), (0, 1))), layers.DepthwiseConv2D(3, 2, use_bias=False),
+                        layers.ZeroPadding2D(2), layers.Conv2D(4, 3), layers.ZeroPadding2D(2), layers.Conv2D(4, 5),
+                        layers.ZeroPadding2D(1),
+                        layers.MaxPooling2D(3, 2), GAP(), input_shape=(8, 8, 3))
+    spec = keras_parser.parse_model(model)
+    # (2, 2) around a 5x5 window is 'same' too; around a 3x3 one it is an integer padding.
+    assert spec == A.ArchSpec([A.dwconv(3, 2, "same"), A.conv(4, 3, 1, padding=2), A.conv(4, 5, 1, "same"),
+                               A.maxpool(3, 2, padding=1), A.gap()])
+    assert spec.count_params((8, 8, 3), 3) == model.count_params()
+    rebuilt = keras_builder.build_model(spec, (8, 8, 3), 3)
+    assert [type(layer).__name__ for layer in rebuilt.layers].count("ZeroPadding2D") == 2
+
+
+@pytest.mark.parametrize("padding, following, fragment", [
+    (((0, 1), (0, 1)), lambda: layers.MaxPooling2D(3, 2), "the same padding on every side"),  # pools pad -inf
+    (((1, 2), (1, 2)), lambda: layers.Conv2D(4, 3), "the same padding on every side"),
+    (1, lambda: layers.Conv2D(4, 3, padding="same"), "padding='valid'"),
+])
+def test_unsupported_zero_padding(padding, following, fragment):
+    model = _classifier(layers.ZeroPadding2D(padding, name="bad"), following(), GAP())
+    _assert_unsupported(model, "bad", "ZeroPadding2D", fragment)
+
+
+def _inverted_layers(expanded, filters, stride=1, activation=None):
+    activation = activation or (lambda: layers.ReLU(6.0))
+    return [layers.Conv2D(expanded, 1, use_bias=False), layers.BatchNormalization(), activation(),
+            layers.DepthwiseConv2D(3, stride, padding="same", use_bias=False), layers.BatchNormalization(),
+            activation(), layers.Conv2D(filters, 1, use_bias=False), layers.BatchNormalization()]
+
+
+def test_inverted_block_without_residual_is_one_layer():
+    model = _classifier(*_inverted_layers(18, 8, stride=2), GAP())  # 3 channels in, expansion 6
+    assert keras_parser.parse_model(model) == A.ArchSpec([A.inverted(8, expansion=6, stride=2), A.gap()])
+
+
+def test_layers_of_an_inverted_block_that_would_add_its_input_stay_layers():
+    # Stride 1 and 3 -> 3 channels: an inverted block would add its input, this model does not. (Its
+    # last five layers alone are an expansion-1 block on 18 channels, which adds nothing.)
+    model = _classifier(*_inverted_layers(18, 3), GAP())
+    spec = keras_parser.parse_model(model)
+    assert spec == A.ArchSpec([A.conv(18, 1, 1, "valid", False), A.bn(), A.act("relu6"),
+                               A.inverted(3, expansion=1), A.gap()])
+
+
+def test_inverted_pattern_followed_by_an_activation_is_not_a_linear_bottleneck():
+    model = _classifier(*_inverted_layers(18, 8, stride=2), layers.ReLU(), GAP())
+    assert "inverted" not in {layer.kind for layer in keras_parser.parse_model(model)}
+
+
+def test_inverted_residual_add():
+    inputs = keras.Input((8, 8, 4))
+    x = inputs
+    for layer in _inverted_layers(16, 4, activation=lambda: layers.Activation("hard_swish")):
+        x = layer(x)
+    x = layers.Add()([inputs, x])
+    model = keras.Model(inputs, layers.Dense(3)(GAP()(x)))
+    parsed = keras_parser.parse(model)
+    assert parsed.spec == A.ArchSpec([A.inverted(4, expansion=4, activation="hard_swish"), A.gap()])
+    assert parsed.spec.count_params((8, 8, 4), 3) == model.count_params()

@@ -9,8 +9,32 @@ from tests import specs
 
 def test_default_space_holds_the_test_specs():
     space = search_space.SearchSpace()
-    for spec in specs.all_specs().values():
-        space.check(spec)
+    for name, spec in specs.all_specs().items():
+        if name in ("mobilenet_like", "resnet_v1_like", "separable_like"):
+            with pytest.raises(search_space.OutOfSearchSpaceError):
+                space.check(spec)  # the default space keeps to the classic kinds
+            space.extended_for(spec).check(spec)
+        else:
+            space.check(spec)
+            assert space.extended_for(spec) is space
+
+
+def test_extended_for_adds_only_what_the_spec_uses_and_keeps_old_hashes():
+    default = search_space.SearchSpace()
+    assert "expansions" not in default.to_dict()  # stored spaces of older corpora keep their hash
+    mobile = default.extended_for(specs.mobilenet_like())
+    assert mobile.kinds == a.CLASSIC_KINDS + ("inverted",)
+    assert mobile.to_dict()["expansions"] == [1, 2, 3, 4, 6]
+    assert mobile.hash != default.hash
+    resnet = default.extended_for(specs.resnet_v1_like())
+    assert resnet.paddings == ("same", "valid", 3, 1) and resnet.kinds[-1] == "bottleneck_v1"
+    wide = default.extended_for(a.ArchSpec([a.conv(1280, 1), a.act("hard_swish"), a.gap()]))
+    assert 1280 in wide.filters and list(wide.filters) == sorted(wide.filters)
+    assert wide.activations[-1] == "hard_swish"
+    for space in (mobile, resnet, wide):
+        assert search_space.SearchSpace.from_dict(space.to_dict()) == space
+    # An unused vocabulary is not stored, so it cannot tell two spaces apart either.
+    assert search_space.SearchSpace(expansions=(2,)) == search_space.SearchSpace()
 
 
 @pytest.mark.parametrize("spec, index, field", [
