@@ -220,7 +220,8 @@ class ChildHyperModel(keras_tuner.HyperModel):
     Args:
       teacher: the teacher's spec.
       input_shape, num_classes: the data's.
-      space: the search space children must lie in (widths snap to it); default `SearchSpace()`.
+      space: the search space children must lie in (widths snap to it); default `SearchSpace()`
+        widened for the teacher (`SearchSpace.extended_for`).
       width_grid: the multipliers offered; default the sampler's grid.
       per_unit_widths: one multiplier per scalable unit instead of one per width group.
       tune_kernels: offer smaller kernels for conv/block units (1 and odd kernels
@@ -236,7 +237,7 @@ class ChildHyperModel(keras_tuner.HyperModel):
         self.teacher = teacher
         self.input_shape = tuple(int(d) for d in input_shape)
         self.num_classes = int(num_classes)
-        self.space = space or search_space.SearchSpace()
+        self.space = space or search_space.SearchSpace().extended_for(teacher)
         grid = sampler.SamplerConfig().width_grid if width_grid is None else width_grid
         self.width_grid = sampler.SamplerConfig(width_grid=tuple(grid)).width_grid  # validated
         self.bn_momentum = bn_momentum

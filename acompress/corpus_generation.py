@@ -77,9 +77,11 @@ class CorpusConfig:
 
 
 def search_space_for(teacher: archspec.ArchSpec) -> search_space_lib.SearchSpace:
-    """The default space for a teacher's corpus: the default vocabularies, and no
-    more layers than the teacher has (children only remove layers)."""
-    return search_space_lib.SearchSpace(max_layers=len(teacher))
+    """The default space for a teacher's corpus: the default vocabularies widened by the
+    kinds and values the teacher itself uses (`SearchSpace.extended_for`: a teacher inside
+    the defaults gets them unchanged), and no more layers than the teacher has (children
+    only remove layers)."""
+    return search_space_lib.SearchSpace(max_layers=len(teacher)).extended_for(teacher)
 
 
 def replicated_indices(num_children: int, fraction: float, seed: int) -> List[int]:

@@ -63,9 +63,15 @@ INPUT = -1  # the source of the input image
 def _compatible(child: archspec.Layer, teacher: archspec.Layer) -> bool:
     if child.kind != teacher.kind:
         return False
-    if child.kind in ("conv", "basic", "bottleneck"):
+    if child.kind in ("conv", "sepconv") + archspec.BLOCKS:
         return (child.stride == teacher.stride and child.padding == teacher.padding
                 and child.kernel <= teacher.kernel and child.filters <= teacher.filters)
+    if child.kind == "dwconv":
+        return child.stride == teacher.stride and child.padding == teacher.padding and child.kernel <= teacher.kernel
+    if child.kind == "inverted":
+        return (child.stride == teacher.stride and child.activation == teacher.activation
+                and child.kernel <= teacher.kernel and child.filters <= teacher.filters
+                and (child.expansion == teacher.expansion or 1 < child.expansion < teacher.expansion))
     if child.kind == "dense":
         return child.filters <= teacher.filters
     return child == teacher  # pools, transitions, leading bn/act/dropout
@@ -103,43 +109,69 @@ def _weighted_layers(model: keras.Model) -> List[keras.layers.Layer]:
 
 
 def canonical_weights(model: keras.Model, spec: archspec.ArchSpec, input_shape: Sequence[int],
-                      num_classes: int) -> Dict[str, List[np.ndarray]]:
+                      num_classes: int, *, parsed: Optional[keras_parser.Parsed] = None
+                      ) -> Dict[str, List[np.ndarray]]:
     """The teacher's tensors keyed by `keras_builder` layer names.
 
     A model made by `keras_builder.build_model` is read by name. Any other model whose
-    spec is `spec` (a parsed .keras teacher) is matched layer by layer, in order, with
-    the builder's model of `spec`.
+    spec is `spec` (a parsed .keras teacher, `parsed` if already at hand) is matched
+    with the builder's model of `spec` by what each layer does (`Parsed.weighted_layers`),
+    and the copy must compute what the model computes (its input preprocessing, if
+    any, applied to the copy's input).
 
     Raises:
       ValueError: the model's weighted layers do not line up with the spec's.
     """
-    reference = keras_builder.build_model(spec, input_shape, num_classes, name="canonical")
-    wanted = _weighted_layers(reference)
+    return canonical_model(model, spec, input_shape, num_classes, parsed=parsed)[1]
+
+
+def canonical_model(model: keras.Model, spec: archspec.ArchSpec, input_shape: Sequence[int], num_classes: int,
+                    *, parsed: Optional[keras_parser.Parsed] = None
+                    ) -> Tuple[keras.Model, Dict[str, List[np.ndarray]]]:
+    """(the builder's model of `spec` holding `model`'s weights, those weights by layer name).
+
+    The returned model takes the inputs after the teacher's preprocessing (the package's
+    normalised data), so it is the teacher's body; see `canonical_weights`.
+    """
+    epsilon = parsed.bn_epsilon if parsed is not None and parsed.bn_epsilon else 1e-3
+    wanted = keras_builder.weighted_layer_names(spec)
     names = {layer.name for layer in model.layers}
-    if all(layer.name in names for layer in wanted):
-        return {layer.name: [np.asarray(w) for w in model.get_layer(layer.name).get_weights()] for layer in wanted}
-    given = _weighted_layers(model)
+    if parsed is None and all(name in names for name in wanted):
+        tensors = {name: [np.asarray(w) for w in model.get_layer(name).get_weights()] for name in wanted}
+        reference = keras_builder.build_model(spec, input_shape, num_classes, name="canonical")
+        for name, values in tensors.items():
+            reference.get_layer(name).set_weights(values)
+        return reference, tensors
+    if parsed is None:
+        parsed = keras_parser.parse(model)
+        epsilon = parsed.bn_epsilon or 1e-3
+    reference = keras_builder.build_model(spec, input_shape, num_classes, name="canonical", bn_epsilon=epsilon)
+    given = parsed.weighted_layers
     if len(given) != len(wanted):
         raise ValueError(f"model {model.name!r} has {len(given)} layers with weights, its spec {len(wanted)}")
     out = {}
-    for mine, theirs in zip(wanted, given):
+    for mine_name, theirs in zip(wanted, given):
+        mine = reference.get_layer(mine_name)
         tensors = [np.asarray(w) for w in theirs.get_weights()]
         shapes = [tuple(w.shape) for w in mine.get_weights()]
         if [t.shape for t in tensors] != shapes:
             raise ValueError(f"layer {theirs.name!r} of {model.name!r} has weights {[t.shape for t in tensors]}, "
                              f"the spec's {mine.name!r} {shapes}")
         mine.set_weights(tensors)
-        out[mine.name] = tensors
-    # Layer order is not always the spec's (a residual branch listed before the main path, with the same
-    # shapes, would be paired with the wrong convolution): the copy must compute what the model computes.
+        out[mine_name] = tensors
+    # A last check that the copy computes what the model computes.
     x = np.random.default_rng(0).normal(size=(4, *input_shape)).astype(np.float32)
+    x_body = x
+    if parsed.preprocessing is not None:
+        x_body = ((x - np.asarray(parsed.preprocessing.mean, np.float32))
+                  / np.asarray(parsed.preprocessing.std, np.float32))
     difference = float(np.max(np.abs(np.asarray(model(x, training=False), np.float32)
-                                     - np.asarray(reference(x, training=False), np.float32))))
+                                     - np.asarray(reference(x_body, training=False), np.float32))))
     if not difference <= 1e-3:
         raise ValueError(f"cannot line up the layers of {model.name!r} with its spec (the copy's outputs differ by "
                          f"{difference:.3g}), so children cannot inherit its weights; give the teacher layer names "
                          f"as acompress.keras_builder makes them, or use --proxy_init=scratch --finalist_init=scratch")
-    return out
+    return reference, out
 
 
 def source(teacher: keras.Model, input_shape: Sequence[int], num_classes: int
@@ -179,8 +211,9 @@ class _Channels:
     index: np.ndarray      # the teacher's channel index of each child channel
 
 
-def _identity(layer: archspec.Layer) -> bool:
-    return layer.kind in archspec.BLOCKS and layer.shortcut == "identity"
+def _identity(layer: archspec.Layer, in_channels: Optional[int]) -> bool:
+    """Whether the layer adds its input to its output (its channels keep their positions)."""
+    return layer.has_residual(in_channels)
 
 
 def _top(scores: np.ndarray, count: int) -> np.ndarray:
@@ -212,9 +245,12 @@ class _Transfer:
         # An identity block keeps its input's channel positions (the shortcut adds them one to one), so
         # it does not start a new source: a child without it still feeds the next layer aligned.
         self.teacher_source, source = [], INPUT
+        self.teacher_residual = []
         for unit in self.teacher_units:
             self.teacher_source.append(source)
-            if unit.primary.out_filters is not None and not _identity(unit.primary):
+            residual = _identity(unit.primary, self._in_channels(self.teacher_shapes, unit))
+            self.teacher_residual.append(residual)
+            if unit.primary.out_filters is not None and not residual:
                 source = unit.index
 
     # The inputs a teacher layer gets in the child: aligned, positional or None (fresh).
@@ -224,6 +260,9 @@ class _Transfer:
         if len(channels.index) <= teacher_inputs:
             return np.arange(len(channels.index)), "positional"
         return None, "fresh"
+
+    def _in_channels(self, shapes, unit: sampler.Unit) -> int:
+        return int(self._map_before(shapes, unit)[-1])
 
     def _count(self, how: str, layers: int) -> None:
         setattr(self.report, how, getattr(self.report, how) + layers)
@@ -240,6 +279,12 @@ class _Transfer:
         if use_bias:
             out.append(tensors[1][outputs])
         self.weights[child_name] = out
+
+    def _depthwise(self, child_name, teacher_name, size, channels, use_bias):
+        """A depthwise kernel (k, k, C, 1) keeps the given channels (and their biases)."""
+        tensors = self.tensors[teacher_name]
+        self.weights[child_name] = [_crop(tensors[0], size)[:, :, channels]] + (
+            [tensors[1][channels]] if use_bias else [])
 
     def _bn(self, child_name, teacher_name, outputs):
         self.weights[child_name] = [t[outputs] for t in self.tensors[teacher_name]]
@@ -262,10 +307,14 @@ class _Transfer:
             if layer.kind in archspec.TRANSITIONS:
                 return _Channels(None, channels.index)
             return channels
-        if layer.kind in ("conv", "dense"):
+        if layer.kind in ("conv", "dense", "sepconv"):
             return self._conv_or_dense(unit, teacher_unit, channels)
+        if layer.kind == "dwconv":
+            return self._dwconv(unit, teacher_unit, channels)
         if layer.kind in archspec.BLOCKS:
             return self._block(unit, teacher_unit, channels)
+        if layer.kind == "inverted":
+            return self._inverted(unit, teacher_unit, channels)
         if layer.kind == "flatten":
             return self._flatten(unit, teacher_unit, channels)
         if layer.kind == "bn":  # a leading batch norm over the input channels
@@ -275,10 +324,12 @@ class _Transfer:
 
     def _weighted_count(self, unit: sampler.Unit) -> int:
         layers = self.child.layers[unit.start:unit.stop]
-        count = sum(1 for layer in layers if layer.kind in ("conv", "dense", "bn"))
+        count = sum(1 for layer in layers if layer.kind in ("conv", "dense", "bn", "dwconv", "sepconv"))
         block = unit.primary
         if block.kind in archspec.BLOCKS:
             count += (4 if block.kind == "basic" else 6) + (2 if block.shortcut == "projection" else 0)
+        if block.kind == "inverted":
+            count += 4 + (2 if block.expansion > 1 else 0)
         return count
 
     def _bn_after(self, spec: archspec.ArchSpec, unit: sampler.Unit) -> Optional[str]:
@@ -289,10 +340,11 @@ class _Transfer:
 
     def _conv_or_dense(self, unit, teacher_unit, channels: _Channels) -> _Channels:
         layer, teacher_layer = unit.primary, teacher_unit.primary
-        suffix = "conv" if layer.kind == "conv" else "dense"
+        suffix = layer.kind
         child_name, teacher_name = f"l{unit.start}_{suffix}", f"l{teacher_unit.start}_{suffix}"
         child_bn, teacher_bn = self._bn_after(self.child, unit), self._bn_after(self.teacher, teacher_unit)
-        teacher_kernel = self.tensors[teacher_name][0]
+        # A separable convolution's pointwise kernel (1, 1, in, out) chooses its filters.
+        teacher_kernel = self.tensors[teacher_name][1 if layer.kind == "sepconv" else 0]
         inputs, how = self._inputs(channels, self.teacher_source[teacher_unit.index], teacher_kernel.shape[-2])
         if inputs is None or layer.use_bias != teacher_layer.use_bias:
             self._count("fresh", self._weighted_count(unit))
@@ -300,6 +352,11 @@ class _Transfer:
         outputs = _top(self._scores(teacher_kernel, teacher_bn), layer.filters)
         if layer.kind == "conv":
             self._conv(child_name, teacher_name, layer.kernel, inputs, outputs, layer.use_bias)
+        elif layer.kind == "sepconv":
+            depthwise, pointwise = self.tensors[teacher_name][:2]
+            self.weights[child_name] = [_crop(depthwise, layer.kernel)[:, :, inputs],
+                                        pointwise[:, :, inputs][..., outputs]] + (
+                [self.tensors[teacher_name][2][outputs]] if layer.use_bias else [])
         else:
             kernel = teacher_kernel[inputs][:, outputs]
             self.weights[child_name] = [kernel] + ([self.tensors[teacher_name][1][outputs]] if layer.use_bias else [])
@@ -332,47 +389,103 @@ class _Transfer:
         if inputs is None:
             self._count("fresh", self._weighted_count(unit))
             return _Channels(None, np.arange(layer.out_filters))
-        if layer.kind == "basic":
-            kernels = [layer.kernel, layer.kernel]
-            widths = [layer.filters]
-        else:
-            kernels = [1, layer.kernel, 1]
-            widths = [layer.filters, layer.filters]
+        kernels = [size for size, _, _ in archspec.block_convs(layer)]
+        widths = [filters for _, _, filters in archspec.block_convs(layer)]
+        bias = layer.kind == "bottleneck_v1"
         last = self.tensors[f"{teacher_prefix}_conv{len(kernels)}"][0]
-        if _identity(layer):
-            outputs = inputs
-            if teacher_layer.shortcut != "identity" or outputs.max(initial=0) >= last.shape[-1]:
-                self._count("fresh", self._weighted_count(unit))
-                return _Channels(None, np.arange(layer.out_filters))
-        else:
-            outputs = _top(self._scores(last, None), layer.out_filters)
+        outputs = self._block_outputs(unit, teacher_unit, inputs, last)
+        if outputs is None:
+            return _Channels(None, np.arange(layer.out_filters))
         current, layers = inputs, 0
         for number, size in enumerate(kernels, start=1):
             conv = self.tensors[f"{teacher_prefix}_conv{number}"][0]
             kept = _top(self._scores(conv, f"{teacher_prefix}_bn{number}"), widths[number - 1]) \
                 if number < len(kernels) else outputs
-            self._conv(f"{child_prefix}_conv{number}", f"{teacher_prefix}_conv{number}", size, current, kept, False)
+            self._conv(f"{child_prefix}_conv{number}", f"{teacher_prefix}_conv{number}", size, current, kept, bias)
             self._bn(f"{child_prefix}_bn{number}", f"{teacher_prefix}_bn{number}", kept)
             current, layers = kept, layers + 2
         self._count(how, layers)
         if layer.shortcut == "projection":
             if teacher_layer.shortcut == "projection":
-                self._conv(f"{child_prefix}_proj_conv", f"{teacher_prefix}_proj_conv", 1, inputs, outputs, False)
+                self._conv(f"{child_prefix}_proj_conv", f"{teacher_prefix}_proj_conv", 1, inputs, outputs, bias)
                 self._bn(f"{child_prefix}_proj_bn", f"{teacher_prefix}_proj_bn", outputs)
                 self._count(how, 2)
             else:
                 self._count("fresh", 2)
-        if _identity(layer):  # the same positions as its input (aligned only if the input was)
+        return self._block_channels(unit, teacher_unit, channels, how, outputs)
+
+    def _block_outputs(self, unit, teacher_unit, inputs, last) -> Optional[np.ndarray]:
+        """The teacher channels a block's last convolution keeps; None (block fresh) when a residual
+        child block cannot keep its input's positions."""
+        if _identity(unit.primary, self._in_channels(self.child_shapes, unit)):
+            if not self.teacher_residual[teacher_unit.index] or inputs.max(initial=0) >= last.shape[-1]:
+                self._count("fresh", self._weighted_count(unit))
+                return None
+            return inputs
+        return _top(self._scores(last, None), unit.primary.out_filters)
+
+    def _block_channels(self, unit, teacher_unit, channels: _Channels, how: str, outputs) -> _Channels:
+        if _identity(unit.primary, self._in_channels(self.child_shapes, unit)):
+            # The same positions as its input (aligned only if the input was).
             return _Channels(channels.source if how == "aligned" else None, outputs)
         # A teacher identity block's outputs are its stage's channel positions.
-        source = self.teacher_source[teacher_unit.index] if _identity(teacher_layer) else teacher_unit.index
+        source = (self.teacher_source[teacher_unit.index] if self.teacher_residual[teacher_unit.index]
+                  else teacher_unit.index)
         return _Channels(source, outputs)
+
+    def _dwconv(self, unit, teacher_unit, channels: _Channels) -> _Channels:
+        """A depthwise convolution keeps its input's channels: it and its batch norm take those."""
+        layer = unit.primary
+        teacher_name = f"l{teacher_unit.start}_dwconv"
+        inputs, how = self._inputs(channels, self.teacher_source[teacher_unit.index],
+                                   self.tensors[teacher_name][0].shape[-2])
+        if inputs is None or layer.use_bias != teacher_unit.primary.use_bias:
+            self._count("fresh", self._weighted_count(unit))
+            return _Channels(None, np.arange(len(channels.index)))
+        self._depthwise(f"l{unit.start}_dwconv", teacher_name, layer.kernel, inputs, layer.use_bias)
+        self._count(how, 1)
+        child_bn, teacher_bn = self._bn_after(self.child, unit), self._bn_after(self.teacher, teacher_unit)
+        if child_bn is not None:
+            if teacher_bn is not None:
+                self._bn(child_bn, teacher_bn, inputs)
+                self._count(how, 1)
+            else:
+                self._count("fresh", 1)
+        return _Channels(channels.source if how == "aligned" else None, inputs)
+
+    def _inverted(self, unit, teacher_unit, channels: _Channels) -> _Channels:
+        """An inverted residual block: the most important expanded channels, then the block's outputs."""
+        layer, teacher_layer = unit.primary, teacher_unit.primary
+        child_prefix, teacher_prefix = f"l{unit.start}_block", f"l{teacher_unit.start}_block"
+        teacher_in = self._in_channels(self.teacher_shapes, teacher_unit)
+        inputs, how = self._inputs(channels, self.teacher_source[teacher_unit.index], teacher_in)
+        if inputs is None or (layer.expansion > 1) != (teacher_layer.expansion > 1):
+            self._count("fresh", self._weighted_count(unit))
+            return _Channels(None, np.arange(layer.filters))
+        project = self.tensors[f"{teacher_prefix}_project"][0]
+        outputs = self._block_outputs(unit, teacher_unit, inputs, project)
+        if outputs is None:
+            return _Channels(None, np.arange(layer.filters))
+        wide, layers = inputs, 0
+        if layer.expansion > 1:
+            expand = self.tensors[f"{teacher_prefix}_expand"][0]
+            wide = _top(self._scores(expand, f"{teacher_prefix}_expand_bn"),
+                        archspec.inverted_width(layer, len(inputs)))
+            self._conv(f"{child_prefix}_expand", f"{teacher_prefix}_expand", 1, inputs, wide, False)
+            self._bn(f"{child_prefix}_expand_bn", f"{teacher_prefix}_expand_bn", wide)
+            layers += 2
+        self._depthwise(f"{child_prefix}_dwconv", f"{teacher_prefix}_dwconv", layer.kernel, wide, False)
+        self._bn(f"{child_prefix}_dw_bn", f"{teacher_prefix}_dw_bn", wide)
+        self._conv(f"{child_prefix}_project", f"{teacher_prefix}_project", 1, wide, outputs, False)
+        self._bn(f"{child_prefix}_project_bn", f"{teacher_prefix}_project_bn", outputs)
+        self._count(how, layers + 4)
+        return self._block_channels(unit, teacher_unit, channels, how, outputs)
 
     def _head(self, channels: _Channels) -> None:
         teacher_kernel, teacher_bias = self.tensors[keras_builder.LOGITS_NAME]
         last = INPUT  # the source of the features the teacher's head sees
-        for unit in self.teacher_units:
-            if unit.primary.out_filters is not None and not _identity(unit.primary):
+        for unit, residual in zip(self.teacher_units, self.teacher_residual):
+            if unit.primary.out_filters is not None and not residual:
                 last = unit.index
         inputs, how = self._inputs(channels, last, teacher_kernel.shape[0])
         if inputs is None:

@@ -118,8 +118,8 @@ class Pruning:
 
 def prunable_units(teacher: archspec.ArchSpec) -> Tuple[int, ...]:
     """Indices of the units whose width pruning sets (identity blocks follow their input)."""
-    return tuple(unit.index for unit in sampler.units(teacher)
-                 if unit.scalable and not (unit.kind == sampler.BLOCK and unit.primary.shortcut == "identity"))
+    residual = set(sampler.residual_units(teacher))
+    return tuple(unit.index for unit in sampler.units(teacher) if unit.scalable and unit.index not in residual)
 
 
 def pruned_spec(teacher: archspec.ArchSpec, keep: Mapping[int, float],

@@ -12,18 +12,21 @@ layer followed by the ``bn`` / ``act`` / ``dropout`` layers after it.
 ==============  ================================  =========  ========  ==========
 unit kind       primary layer                     removable  scalable  kernel
 ==============  ================================  =========  ========  ==========
-``conv``        conv (+ bn, act, ...)             yes        yes       yes
-``block``       basic / bottleneck                yes        yes       yes
+``conv``        conv / sepconv (+ bn, act, ...)   yes        yes       yes
+``block``       basic / bottleneck(_v1) /         yes        yes       yes
+                inverted
+``depthwise``   dwconv (+ bn, act, ...)           yes        no        yes
 ``pool``        maxpool / avgpool                 yes        no        no
 ``dense``       dense (+ act, dropout, ...)       yes        yes       no
 ``transition``  gap / gmp / flatten               never      no        no
 ``other``       bn / act / dropout at the start   never      no        no
 ==============  ================================  =========  ========  ==========
 
-`apply_choices(teacher, width_multipliers=..., removed_units=..., kernel_choices=...)`
-turns per-unit choices into a spec, deterministically; the sampler draws choices
-and calls it, and so can a Keras Tuner hypermodel (one hyperparameter per entry of
-`width_groups`, one boolean per removable unit, one kernel choice per kernel unit).
+`apply_choices(teacher, width_multipliers=..., removed_units=..., kernel_choices=...,
+expansion_choices=...)` turns per-unit choices into a spec, deterministically; the
+sampler draws choices and calls it, and so can a Keras Tuner hypermodel (one
+hyperparameter per entry of `width_groups`, one boolean per removable unit, one
+kernel choice per kernel unit, one expansion ratio per inverted residual block).
 
 Rules `apply_choices` follows:
 
@@ -31,7 +34,12 @@ Rules `apply_choices` follows:
   (0, 1] and a width never grows: if the nearest allowed width is above the
   teacher's, the largest allowed width not above it is used. A multiplier of
   exactly 1 keeps the teacher's width as it is.
-* Bottleneck blocks scale ``filters`` (the mid width; the output is 4x that).
+* Bottleneck blocks scale ``filters`` (the mid width; the output is 4x that);
+  inverted residual blocks scale ``filters`` (their output width) and may take a
+  smaller ``expansion`` (``expansion_choices``; never larger than the teacher's).
+  Their residual follows from the shapes (stride 1, output width == input width),
+  so an inverted block that had one in the teacher is treated like an identity
+  block below: it keeps its input's width, or loses the residual if it cannot.
 * **Identity shortcuts follow their input.** An identity block's output channels
   must equal its input channels, so it takes the width of whatever comes in (its
   own multiplier is ignored): the blocks of a stage joined by identity
@@ -80,12 +88,15 @@ from acompress import search_space
 
 _LOG = logging.getLogger(__name__)
 
-CONV, BLOCK, POOL, DENSE, TRANSITION, OTHER = "conv", "block", "pool", "dense", "transition", "other"
-REMOVABLE_KINDS = (CONV, BLOCK, POOL, DENSE)
+CONV, BLOCK, DEPTHWISE, POOL, DENSE, TRANSITION, OTHER = ("conv", "block", "depthwise", "pool", "dense",
+                                                         "transition", "other")
+REMOVABLE_KINDS = (CONV, BLOCK, DEPTHWISE, POOL, DENSE)
 SCALABLE_KINDS = (CONV, BLOCK, DENSE)
-KERNEL_KINDS = (CONV, BLOCK)
+KERNEL_KINDS = (CONV, BLOCK, DEPTHWISE)
+FEATURE_KINDS = (CONV, BLOCK)  # a child keeps at least one of these
 
-_UNIT_KIND = {"conv": CONV, "basic": BLOCK, "bottleneck": BLOCK, "maxpool": POOL, "avgpool": POOL,
+_UNIT_KIND = {"conv": CONV, "sepconv": CONV, "basic": BLOCK, "bottleneck": BLOCK, "bottleneck_v1": BLOCK,
+              "inverted": BLOCK, "dwconv": DEPTHWISE, "maxpool": POOL, "avgpool": POOL,
               "dense": DENSE, "gap": TRANSITION, "gmp": TRANSITION, "flatten": TRANSITION}
 
 
@@ -107,6 +118,9 @@ class SamplerConfig:
       p_remove: probability that each removable unit (conv, block, pool, dense) is removed.
       p_kernel: probability that a conv/block kernel of 5 or more shrinks (7 -> 5 or 3, 5 -> 3).
       p_pointwise: probability that a 3x3 (or 2x2) conv/block kernel becomes 1x1.
+      p_expansion: probability that an inverted residual block takes a smaller expansion
+        ratio (one of the space's above 1, drawn uniformly). Stored only when not the default, so
+        the configs of corpora made before inverted blocks existed are unchanged.
       p_group_widths: probability that a child draws one width jitter per
         channel-consistent group (`width_groups`) instead of one per unit.
       width_jitter: half-width, in octaves, of the uniform per-unit (or per-group)
@@ -120,6 +134,7 @@ class SamplerConfig:
     p_remove: float = 0.1
     p_kernel: float = 0.2
     p_pointwise: float = 0.05
+    p_expansion: float = 0.3
     p_group_widths: float = 0.5
     width_jitter: float = 1.0
     width_grid: Tuple[float, ...] = dataclasses.field(default_factory=_default_grid)
@@ -130,7 +145,7 @@ class SamplerConfig:
         object.__setattr__(self, "width_grid", tuple(float(v) for v in self.width_grid))
         if not self.max_ratio > 1.0:
             raise ValueError(f"max_ratio must be > 1, got {self.max_ratio!r}")
-        for name in ("p_remove", "p_kernel", "p_pointwise", "p_group_widths"):
+        for name in ("p_remove", "p_kernel", "p_pointwise", "p_expansion", "p_group_widths"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
@@ -147,6 +162,8 @@ class SamplerConfig:
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["width_grid"] = list(self.width_grid)
+        if self.p_expansion == SamplerConfig.p_expansion:
+            del out["p_expansion"]
         return out
 
     @classmethod
@@ -216,6 +233,7 @@ def width_groups(spec: archspec.ArchSpec) -> Tuple[Tuple[int, ...], ...]:
     """
     groups: List[List[int]] = []
     previous_width = None
+    residual = set(residual_units(spec))
     for unit in units(spec):
         if unit.kind == TRANSITION:
             previous_width = None
@@ -223,13 +241,25 @@ def width_groups(spec: archspec.ArchSpec) -> Tuple[Tuple[int, ...], ...]:
         if not unit.scalable:
             continue
         width = unit.primary.out_filters
-        identity = unit.kind == BLOCK and unit.primary.shortcut == "identity"
+        identity = unit.index in residual
         if groups and previous_width is not None and (width == previous_width or identity):
             groups[-1].append(unit.index)
         else:
             groups.append([unit.index])
         previous_width = width
     return tuple(tuple(group) for group in groups)
+
+
+def residual_units(spec: archspec.ArchSpec) -> Tuple[int, ...]:
+    """Indices of the block units that add their input to their output (identity blocks, and
+    inverted blocks whose shapes give them a residual): their width is their input's."""
+    out, channels = [], None
+    for unit in units(spec):
+        if unit.kind == BLOCK and unit.primary.has_residual(channels):
+            out.append(unit.index)
+        if unit.primary.out_filters is not None:
+            channels = unit.primary.out_filters
+    return tuple(out)
 
 
 def removable_units(spec: archspec.ArchSpec, input_shape: Optional[Sequence[int]] = None,
@@ -271,7 +301,8 @@ def apply_choices(teacher: archspec.ArchSpec, *,
                   removed_units: Iterable[int] = (),
                   kernel_choices: Optional[Mapping[int, int]] = None,
                   space: Optional[search_space.SearchSpace] = None,
-                  input_shape: Optional[Sequence[int]] = None) -> archspec.ArchSpec:
+                  input_shape: Optional[Sequence[int]] = None,
+                  expansion_choices: Optional[Mapping[int, int]] = None) -> archspec.ArchSpec:
     """The child of `teacher` that these choices describe (deterministic).
 
     Args:
@@ -281,9 +312,10 @@ def apply_choices(teacher: archspec.ArchSpec, *,
         ignored), or a mapping unit index -> multiplier (missing: 1). In (0, 1].
         Identity blocks ignore theirs and follow their input (module docstring).
       removed_units: indices of removable units to drop.
-      kernel_choices: unit index -> kernel, for conv/block units, not above the teacher's kernel.
+      kernel_choices: unit index -> kernel, for conv/block/depthwise units, not above the teacher's.
       space: widths snap to `space.filters` (default `SearchSpace()`).
       input_shape: if given, the child's shapes are checked for it (raises `archspec.ShapeError`).
+      expansion_choices: unit index -> expansion ratio, for inverted blocks, not above the teacher's.
 
     Raises:
       ValueError: a choice that is malformed or not allowed (growing width or
@@ -295,6 +327,7 @@ def apply_choices(teacher: archspec.ArchSpec, *,
     multipliers = _multipliers_by_unit(width_multipliers, unit_list)
     removed = _check_removed(removed_units, unit_list)
     kernels = _check_kernels(kernel_choices or {}, unit_list)
+    expansions = _check_expansions(expansion_choices or {}, unit_list)
 
     layers: List[archspec.Layer] = []
     channels = None          # channels entering the next unit in the child; None: the input image
@@ -308,9 +341,11 @@ def apply_choices(teacher: archspec.ArchSpec, *,
             if unit.kind in (CONV, DENSE):
                 layer = primary.replace(filters=scaled_width(primary.filters, multiplier, space))
             elif unit.kind == BLOCK:
-                layer = _resize_block(primary, multiplier, channels, teacher_channels is None, space)
+                layer = _resize_block(primary, multiplier, channels, teacher_channels, space)
             if unit.index in kernels:
                 layer = layer.replace(kernel=kernels[unit.index])
+            if unit.index in expansions:
+                layer = layer.replace(expansion=expansions[unit.index])
             layers.append(layer)
             layers.extend(teacher.layers[unit.start + 1:unit.stop])
             if layer.out_filters is not None:
@@ -340,19 +375,22 @@ def shrink_kernels(spec: archspec.ArchSpec, kernels: Mapping[int, int]) -> archs
     return apply_choices(spec, kernel_choices=kernels)
 
 
-def _resize_block(layer: archspec.Layer, multiplier: float, channels: Optional[int], teacher_from_image: bool,
-                  space: search_space.SearchSpace) -> archspec.Layer:
-    if layer.shortcut == "identity":
+def _resize_block(layer: archspec.Layer, multiplier: float, channels: Optional[int],
+                  teacher_channels: Optional[int], space: search_space.SearchSpace) -> archspec.Layer:
+    if layer.has_residual(teacher_channels):
         if channels is None:
-            if teacher_from_image:
+            if teacher_channels is None:
                 return layer  # an identity block on the image: its width is the image's channels
         else:
-            expansion = archspec.BOTTLENECK_EXPANSION if layer.kind == "bottleneck" else 1
+            expansion = archspec.BOTTLENECK_EXPANSION if layer.kind in ("bottleneck", "bottleneck_v1") else 1
             width = channels // expansion
             if channels % expansion == 0 and width <= layer.filters and (
                     width == layer.filters or width in space.filters):
                 return layer.replace(filters=width)
-        return layer.replace(filters=scaled_width(layer.filters, multiplier, space), shortcut="projection")
+        # It cannot keep its input's width: a block with a shortcut field takes a projection, an
+        # inverted block simply has no residual at its own width.
+        changes = {"shortcut": "projection"} if layer.kind in archspec.BLOCKS else {}
+        return layer.replace(filters=scaled_width(layer.filters, multiplier, space), **changes)
     return layer.replace(filters=scaled_width(layer.filters, multiplier, space))
 
 
@@ -386,7 +424,7 @@ def _check_removed(removed_units: Iterable[int], unit_list: Sequence[Unit]) -> f
             raise ValueError(f"unit {index} does not exist (the spec has {len(unit_list)} units)")
         if not unit_list[index].removable:
             raise ValueError(f"unit {index} ({unit_list[index].primary.kind}) cannot be removed")
-    features = [unit.index for unit in unit_list if unit.kind in KERNEL_KINDS]
+    features = [unit.index for unit in unit_list if unit.kind in FEATURE_KINDS]
     if features and all(index in removed for index in features):
         raise ValueError("removing these units leaves no conv or block unit; keep at least one")
     return removed
@@ -403,6 +441,20 @@ def _check_kernels(kernel_choices: Mapping[int, int], unit_list: Sequence[Unit])
             raise ValueError(f"unit {index}: kernel must be an integer in [1, {teacher_kernel}] "
                              f"(kernels only shrink), got {kernel!r}")
         out[index] = int(kernel)
+    return out
+
+
+def _check_expansions(expansion_choices: Mapping[int, int], unit_list: Sequence[Unit]) -> Dict[int, int]:
+    out = {}
+    for index, expansion in expansion_choices.items():
+        index = int(index)
+        if not 0 <= index < len(unit_list) or unit_list[index].primary.kind != "inverted":
+            raise ValueError(f"unit {index} is not an inverted residual block; only those take expansion choices")
+        teacher_expansion = unit_list[index].primary.expansion
+        if not isinstance(expansion, (int, np.integer)) or not 1 <= expansion <= teacher_expansion:
+            raise ValueError(f"unit {index}: expansion must be an integer in [1, {teacher_expansion}] "
+                             f"(expansions only shrink), got {expansion!r}")
+        out[index] = int(expansion)
     return out
 
 
@@ -427,7 +479,7 @@ def sample_children(teacher: archspec.ArchSpec, *, input_shape: Sequence[int], n
     """
     if count < 0:
         raise ValueError(f"count must be >= 0, got {count}")
-    space = space or _DEFAULT_SPACE
+    space = space or _DEFAULT_SPACE.extended_for(teacher)
     config = config or SamplerConfig()
     teacher_params = teacher.count_params(input_shape, num_classes)
     plan = _Plan(teacher, space, config)
@@ -468,7 +520,7 @@ class _Plan:
         self.config = config
         self.units = units(teacher)
         self.removable = [u.index for u in self.units if u.removable]
-        self.features = [u.index for u in self.units if u.kind in KERNEL_KINDS]
+        self.features = [u.index for u in self.units if u.kind in FEATURE_KINDS]
         self.scalable = [u.index for u in self.units if u.scalable]
         group_of = {}
         for number, group in enumerate(width_groups(teacher)):
@@ -483,6 +535,11 @@ class _Plan:
                 kernel = unit.primary.kernel
                 larger = tuple(k for k in odd if 3 <= k < kernel)
                 self.kernel_options[unit.index] = (larger, 1 in space.kernels)
+        # Smaller ratios, but not 1 below a larger one: that drops the expand convolution, and the
+        # depthwise filters the child keeps would then have no teacher partner to inherit from.
+        self.expansion_options = {unit.index: tuple(e for e in space.expansions if 1 < e < unit.primary.expansion)
+                                  for unit in self.units if unit.primary.kind == "inverted"}
+        self.expansion_options = {index: options for index, options in self.expansion_options.items() if options}
         self.log_grid = [math.log2(v) for v in config.width_grid]
 
     def _snap_log(self, value: float) -> int:
@@ -510,14 +567,19 @@ class _Plan:
                     kernels[index] = int(larger[int(rng.integers(len(larger)))])
             elif pointwise and rng.random() < config.p_pointwise:
                 kernels[index] = 1
+        expansions = {}  # drawn only for teachers with inverted blocks: other teachers keep their children
+        for index, options in self.expansion_options.items():
+            if index not in removed and rng.random() < config.p_expansion:
+                expansions[index] = int(options[int(rng.integers(len(options)))])
         if rng.random() < config.p_group_widths:
             group_jitter = rng.uniform(-config.width_jitter, config.width_jitter, self.num_groups)
             jitter = [float(group_jitter[g]) for g in self.group_of]
         else:
             jitter = [float(x) for x in rng.uniform(-config.width_jitter, config.width_jitter, len(self.scalable))]
-        return self._fit(jitter, frozenset(removed), kernels, target, teacher_params, input_shape, num_classes)
+        return self._fit(jitter, frozenset(removed), kernels, expansions, target, teacher_params, input_shape,
+                         num_classes)
 
-    def _fit(self, jitter, removed, kernels, target, teacher_params, input_shape, num_classes):
+    def _fit(self, jitter, removed, kernels, expansions, target, teacher_params, input_shape, num_classes):
         """Bisects the global log2 width level so that the child's params approach `target`."""
         grid = self.config.width_grid
         cache = {}
@@ -528,7 +590,7 @@ class _Plan:
                 multipliers = {index: grid[k] for index, k in zip(self.scalable, key)}
                 try:
                     child = apply_choices(self.teacher, width_multipliers=multipliers, removed_units=removed,
-                                          kernel_choices=kernels, space=self.space)
+                                          kernel_choices=kernels, space=self.space, expansion_choices=expansions)
                     params = child.count_params(input_shape, num_classes)
                 except (archspec.SpecError, ValueError):
                     child, params = None, math.inf

@@ -199,9 +199,9 @@ def test_removing_an_identity_block_keeps_the_next_layers_aligned():
     np.testing.assert_array_equal(weights(child, "logits")[0], tensors["logits"][0][kept])
 
 
-def test_a_teacher_whose_layer_order_is_not_the_specs_is_refused():
+def test_a_teacher_whose_layer_order_is_not_the_specs_is_copied_by_role():
     """A user's residual block listing the shortcut before the main path (same shapes): pairing by order
-    would give the block's last convolution the shortcut's weights, so it is refused, not mis-copied."""
+    would give the block's last convolution the shortcut's weights; the parser's roles pair them right."""
     keras.utils.set_random_seed(0)
     layers = keras.layers
     inputs = keras.Input(SHAPE)
@@ -217,8 +217,11 @@ def test_a_teacher_whose_layer_order_is_not_the_specs_is_refused():
     randomise_statistics(model)
     spec = a.ArchSpec([a.conv_bn_act(8), a.bottleneck(8, shortcut="projection"), a.gap()])
     assert spec.count_params(SHAPE, CLASSES) == model.count_params()
-    with pytest.raises(ValueError, match="cannot line up the layers"):
-        inheritance.canonical_weights(model, spec, SHAPE, CLASSES)
+    copy, tensors = inheritance.canonical_model(model, spec, SHAPE, CLASSES)
+    main_conv3 = [layer for layer in model.layers if isinstance(layer, layers.Conv2D)][-1]
+    np.testing.assert_array_equal(tensors["l3_block_conv3"][0], main_conv3.get_weights()[0])
+    x = np.random.default_rng(1).normal(size=(4, *SHAPE)).astype(np.float32)
+    np.testing.assert_allclose(copy(x), model(x), atol=1e-6)
 
 
 def test_a_block_switched_to_a_projection_gets_a_fresh_projection():
@@ -357,3 +360,80 @@ def test_inheritance_under_several_replicas_is_refused_before_any_work(trained):
         child_training.train_children([SMALL_TEACHER], [0], data.load(DATA).for_search(),
                                       child_training.ProxyConfig(init="inherit"), batch_size=64, seed=0,
                                       teacher=model, strategy=two_replicas)
+
+
+# -- keras.applications kinds ---------------------------------------------------------
+MOBILE_SHAPE = (16, 16, 3)
+
+
+def _teacher_of(spec, input_shape=MOBILE_SHAPE, seed=3):
+    model = build(spec, seed=seed, input_shape=input_shape)
+    randomise_statistics(model)
+    return model, inheritance.canonical_weights(model, spec, input_shape, CLASSES)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_like", "resnet_v1_like", "separable_like"])
+def test_a_child_equal_to_the_teacher_computes_what_the_teacher_computes(name):
+    spec = getattr(specs, name)()
+    model, tensors = _teacher_of(spec)
+    child, report = child_of(spec, spec, tensors, input_shape=MOBILE_SHAPE)
+    assert report.fresh == 0 and report.positional == 0
+    x = np.random.default_rng(0).normal(size=(4, *MOBILE_SHAPE)).astype(np.float32)
+    np.testing.assert_allclose(child(x), model(x), rtol=1e-5, atol=1e-6)
+
+
+def _top_l1(kernel, count):
+    return np.sort(np.argsort(-np.abs(kernel).sum(axis=(0, 1, 2)), kind="stable")[:count])
+
+
+def test_an_inverted_block_keeps_the_most_important_expanded_channels():
+    spec = specs.mobilenet_like()
+    _, tensors = _teacher_of(spec)
+    # Unit 4 (layer 6: 16 wide, strided, expansion 6 on 12 channels) at expansion 3 and half width;
+    # the residual blocks after it (layers 7, 8) follow its width.
+    child_spec = sampler.apply_choices(spec, width_multipliers={4: 0.5}, expansion_choices={4: 3})
+    assert child_spec[6] == a.inverted(8, expansion=3, stride=2) and child_spec[7] == a.inverted(8)
+    child, report = child_of(spec, child_spec, tensors, input_shape=MOBILE_SHAPE)
+    assert report.fresh == 0 and report.positional == 0
+    expand = tensors["l6_block_expand"][0]                       # (1, 1, 12, 72)
+    wide = _top_l1(expand, 36)
+    np.testing.assert_array_equal(weights(child, "l6_block_expand")[0], expand[..., wide])
+    np.testing.assert_array_equal(weights(child, "l6_block_dwconv")[0], tensors["l6_block_dwconv"][0][:, :, wide])
+    np.testing.assert_array_equal(weights(child, "l6_block_dw_bn")[0], tensors["l6_block_dw_bn"][0][wide])
+    project = tensors["l6_block_project"][0]
+    outputs = _top_l1(project, 8)
+    np.testing.assert_array_equal(weights(child, "l6_block_project")[0], project[:, :, wide][..., outputs])
+    # The next (residual) block reads those channels and writes back to the same positions.
+    expand7 = tensors["l7_block_expand"][0]
+    wide7 = _top_l1(expand7, 48)
+    np.testing.assert_array_equal(weights(child, "l7_block_expand")[0], expand7[:, :, outputs][..., wide7])
+    np.testing.assert_array_equal(weights(child, "l7_block_project")[0],
+                                  tensors["l7_block_project"][0][:, :, wide7][..., outputs])
+
+
+def test_a_depthwise_convolution_follows_its_input_channels():
+    spec = specs.separable_like()
+    _, tensors = _teacher_of(spec)
+    child_spec = sampler.apply_choices(spec, width_multipliers={1: 0.5})  # the sepconv before the dwconv
+    child, report = child_of(spec, child_spec, tensors, input_shape=MOBILE_SHAPE)
+    assert report.fresh == 0 and report.positional == 0
+    pointwise = tensors["l3_sepconv"][1]
+    kept = np.sort(np.argsort(-np.abs(pointwise).sum(axis=(0, 1, 2)), kind="stable")[:16])
+    np.testing.assert_array_equal(weights(child, "l3_sepconv")[1], pointwise[..., kept])
+    np.testing.assert_array_equal(weights(child, "l3_sepconv")[2], tensors["l3_sepconv"][2][kept])
+    np.testing.assert_array_equal(weights(child, "l6_dwconv")[0], tensors["l6_dwconv"][0][:, :, kept])
+    np.testing.assert_array_equal(weights(child, "l7_bn")[0], tensors["l7_bn"][0][kept])
+    np.testing.assert_array_equal(weights(child, "l9_sepconv")[0], tensors["l9_sepconv"][0][:, :, kept])
+
+
+@pytest.mark.parametrize("name, options", [("ResNet50", {}), ("MobileNetV2", {"alpha": 0.35})])
+def test_children_of_keras_applications_inherit_their_weights(name, options):
+    keras.utils.set_random_seed(0)
+    model = getattr(keras.applications, name)(weights=None, input_shape=(32, 32, 3), classes=CLASSES, **options)
+    spec, tensors = inheritance.source(model, (32, 32, 3), CLASSES)
+    children = sampler.sample_children(spec, input_shape=(32, 32, 3), num_classes=CLASSES, count=2, seed=4)
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    for child_spec in children:
+        child, report = child_of(spec, child_spec, tensors, input_shape=(32, 32, 3))
+        assert report.aligned > report.positional + report.fresh
+        assert np.isfinite(np.asarray(child(x))).all()

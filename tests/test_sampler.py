@@ -330,3 +330,74 @@ def test_compression_ratio_and_summary_fields(digits_children):
     json.dumps(summary)
     empty = sampler.ratio_summary(teacher, [], DIGITS_SHAPE, 10)
     assert empty["count"] == 0 and empty["histogram"] == []
+
+
+# -- keras.applications kinds: inverted, bottleneck_v1, depthwise, separable --------------
+from tests import specs as shared_specs  # noqa: E402
+
+
+def test_units_and_groups_of_a_mobilenet():
+    spec = shared_specs.mobilenet_like()
+    kinds = [unit.kind for unit in sampler.units(spec)]
+    assert kinds == ["conv"] + ["block"] * 6 + ["conv", "transition"]
+    # Residual blocks: 12 -> 12 at stride 1 (unit 3), 16 -> 16 (units 5, 6); they share their input's group.
+    assert sampler.residual_units(spec) == (3, 5, 6)
+    assert sampler.width_groups(spec) == ((0,), (1,), (2, 3), (4, 5, 6), (7,))
+
+
+def test_residual_inverted_blocks_follow_their_input_and_expansions_only_shrink():
+    spec = shared_specs.mobilenet_like()
+    child = sampler.apply_choices(spec, width_multipliers={2: 0.5, 3: 0.25, 4: 0.5},
+                                  expansion_choices={4: 3}, space=SPACE.extended_for(spec))
+    blocks = [layer for layer in child if layer.kind == "inverted"]
+    # 12 x 0.5 snaps to 4; units 3, 5, 6 take their input's width (their multipliers are ignored).
+    assert [b.filters for b in blocks] == [8, 4, 4, 8, 8, 8]
+    assert [b.expansion for b in blocks] == [1, 6, 6, 3, 6, 6]
+    assert [b.has_residual(c) for b, c in zip(blocks, [16, 8, 4, 4, 8, 8])] == [False, False, True, False, True, True]
+    with pytest.raises(ValueError, match="only shrink"):
+        sampler.apply_choices(spec, expansion_choices={4: 8})
+    with pytest.raises(ValueError, match="not an inverted"):
+        sampler.apply_choices(spec, expansion_choices={0: 2})
+
+
+def test_a_residual_inverted_block_that_cannot_follow_its_input_loses_the_residual():
+    spec = shared_specs.mobilenet_like()
+    # Removing unit 2 (12 wide, strided) leaves unit 3 (12 -> 12) behind an 8-wide input: it keeps
+    # the width 8 (8 <= 12), and so its residual.
+    child = sampler.apply_choices(spec, removed_units=(2,))
+    assert child[4] == a.inverted(8, expansion=6)
+    # Narrower than its input instead: it cannot take 16 (wider than its teacher width 12), so it scales
+    # its own width and has no residual.
+    wide_input = a.ArchSpec([a.conv(16, 3, 2), a.inverted(12), a.gap()])
+    child = sampler.apply_choices(wide_input, width_multipliers={1: 0.5})
+    assert child[1] == a.inverted(4) and not child[1].has_residual(16)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_like", "resnet_v1_like", "separable_like"])
+def test_sampler_draws_valid_children_of_the_new_kinds(name):
+    spec = getattr(shared_specs, name)()
+    space = SPACE.extended_for(spec)
+    children = sampler.sample_children(spec, input_shape=CIFAR_SHAPE, num_classes=10, count=40, seed=0, space=space)
+    teacher_params = spec.count_params(CIFAR_SHAPE, 10)
+    assert len({child.hash for child in children}) == 40
+    for child in children:
+        assert space.contains(child) and child.count_params(CIFAR_SHAPE, 10) < teacher_params
+        child.output_shapes(CIFAR_SHAPE)
+    assert sampler.sample_children(spec, input_shape=CIFAR_SHAPE, num_classes=10, count=40, seed=0) == children
+    if name == "mobilenet_like":
+        expansions = {layer.expansion for child in children for layer in child if layer.kind == "inverted"}
+        assert expansions == {1, 2, 3, 4, 6}  # 1 only where the teacher has it (block 0)
+        assert all(sum(layer.kind == "inverted" and layer.expansion == 1 for layer in child) <= 1
+                   for child in children)
+
+
+def test_teachers_without_inverted_blocks_keep_their_children():
+    """The expansion draw only happens for inverted blocks: a classic teacher's children are unchanged."""
+    config = sampler.SamplerConfig()
+    assert "p_expansion" not in config.to_dict()
+    assert sampler.SamplerConfig.from_dict(config.to_dict()) == config
+    assert sampler.SamplerConfig(p_expansion=0.5).to_dict()["p_expansion"] == 0.5
+    children = sampler.sample_children(digits_teacher(), input_shape=DIGITS_SHAPE, num_classes=10, count=5, seed=3)
+    again = sampler.sample_children(digits_teacher(), input_shape=DIGITS_SHAPE, num_classes=10, count=5, seed=3,
+                                    config=sampler.SamplerConfig(p_expansion=1.0))
+    assert children == again
