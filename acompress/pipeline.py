@@ -71,7 +71,7 @@ def teacher_stage(run_dir: str, source: str, splits: data.Splits, data_config: d
                   config: training.TrainConfig, *, seed: int, bn_momentum: float, strategy=None) -> TeacherStage:
     """Resolves the teacher and trains it (or loads it from <run>/teacher), under `strategy` if given."""
     info = splits.info
-    teacher = teacher_lib.resolve(source, info.input_shape, info.num_classes)
+    teacher = teacher_lib.resolve(source, info.input_shape, info.num_classes, normalisation=info.normalisation)
     train, validation, test = data.pipelines(splits, data_config)
     start = time.perf_counter()
     model, metrics = teacher_lib.train_or_load(os.path.join(run_dir, "teacher"), teacher, splits, train, validation,

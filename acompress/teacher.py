@@ -3,6 +3,14 @@
 `resolve` turns a user's `--teacher` value into a spec (and, for a .keras file,
 the trained model itself). `train` trains a teacher by the same code that trains
 children and finalists, so their accuracies are comparable.
+
+A trained .keras teacher keeps its own input convention. `input_normalisation`
+says what the data must be given as (`data.DataConfig.normalise`): the affine map
+of the model's leading Rescaling/Normalization layers, or ``"none"`` (raw values,
+as the user's arrays hold them) when it has none. The package then works with the
+teacher's *body* (`Teacher.model`): the builder's model of its spec holding its
+weights, which takes the inputs after that preprocessing. The body computes what
+the user's model computes, checked on random inputs when it is made.
 """
 
 import dataclasses
@@ -12,10 +20,12 @@ from typing import Optional, Sequence
 
 from absl import logging
 import keras
+import numpy as np
 import tensorflow as tf
 
 from acompress import archspec
 from acompress import distribution
+from acompress import inheritance
 from acompress import keras_builder
 from acompress import keras_parser
 from acompress import rundir
@@ -34,24 +44,51 @@ class Teacher:
     Attributes:
       spec: its architecture.
       source: what the user gave (zoo name or path).
-      model: the loaded model when the source is a .keras file (already trained), else None.
+      model: for a .keras file (already trained), its body: the builder's model of `spec`
+        with the file's weights, taking inputs after the file's own preprocessing; else None.
+      preprocessing: the .keras model's input preprocessing (see the module docstring), or None.
     """
 
     spec: archspec.ArchSpec
     source: str
     model: Optional[keras.Model] = None
+    preprocessing: Optional[keras_parser.Preprocessing] = None
 
     @property
     def trained(self) -> bool:
         return self.model is not None
 
 
-def resolve(source: str, input_shape: Sequence[int], num_classes: int) -> Teacher:
+def _is_keras_file(source: str) -> bool:
+    return source not in zoo.names() and os.path.splitext(source)[1].lower() == ".keras"
+
+
+def input_normalisation(source: str):
+    """What `data.DataConfig.normalise` must be for this teacher (``--normalize=auto``).
+
+    ``"fit"`` (standardise with the training split's statistics) for a zoo name or a
+    spec, which the package trains itself; for a trained .keras teacher its own
+    convention: its preprocessing's ``{"mean": [...], "std": [...]}``, or ``"none"``.
+    """
+    if not _is_keras_file(source):
+        return "fit"
+    parsed = keras_parser.parse(keras_parser.load_keras_model(source))
+    return parsed.preprocessing.to_dict() if parsed.preprocessing is not None else "none"
+
+
+def resolve(source: str, input_shape: Sequence[int], num_classes: int, *, normalisation=None) -> Teacher:
     """Resolves a zoo name, a .keras file or a spec .json file into a Teacher.
 
+    Args:
+      source: a zoo name, or a path to a .keras or spec .json file.
+      input_shape, num_classes: the data's.
+      normalisation: the data's `data.Normalisation`, if known: a .keras teacher with its
+        own preprocessing refuses data normalised another way.
+
     Raises:
-      TeacherError: unknown name or extension, or a .keras model whose input shape or
-        class count differs from the data's.
+      TeacherError: unknown name or extension, a .keras model whose input shape or
+        class count differs from the data's, or data normalised other than the .keras
+        model's own preprocessing.
       archspec.SpecError, keras_parser.UnsupportedModelError: the spec or model is malformed
         or uses layers this package cannot express.
     """
@@ -70,9 +107,35 @@ def resolve(source: str, input_shape: Sequence[int], num_classes: int) -> Teache
             raise TeacherError(
                 f"{source}: the model takes {tuple(model_shape)} inputs with {model_classes} classes, but the "
                 f"data set has {input_shape} inputs with {num_classes} classes (see --resize)")
-        return Teacher(spec, source, model)
+        parsed = keras_parser.parse(model)
+        _check_convention(source, parsed.preprocessing, normalisation)
+        try:
+            body, _ = inheritance.canonical_model(model, spec, input_shape, num_classes, parsed=parsed)
+        except ValueError as error:
+            raise TeacherError(f"{source}: {error}") from None
+        return Teacher(spec, source, body, parsed.preprocessing)
     raise TeacherError(f"unknown teacher {source!r}: give a zoo name ({', '.join(zoo.names())}), "
                        "a .keras model file or a spec .json file")
+
+
+def _check_convention(source: str, preprocessing, normalisation) -> None:
+    """A .keras teacher's body needs the data exactly as its own preprocessing makes it."""
+    if normalisation is None:
+        return
+    mean, std = np.asarray(normalisation.mean, np.float64), np.asarray(normalisation.std, np.float64)
+    if preprocessing is None:
+        if not (np.allclose(mean, 0.0) and np.allclose(std, 1.0)):
+            logging.warning("%s: the data is standardised (mean %s, std %s) although this trained teacher has "
+                            "no preprocessing of its own; it sees other inputs than it was trained on unless "
+                            "that is its convention (--normalize=auto gives raw values)", source,
+                            np.round(mean, 3).tolist(), np.round(std, 3).tolist())
+        return
+    if not (np.allclose(mean, preprocessing.mean, rtol=1e-5, atol=1e-6)
+            and np.allclose(std, preprocessing.std, rtol=1e-5, atol=1e-6)):
+        raise TeacherError(f"{source}: the model normalises its inputs itself (mean {list(preprocessing.mean)}, "
+                           f"std {list(preprocessing.std)}), but the data is normalised with mean "
+                           f"{mean.tolist()}, std {std.tolist()}; give the data raw, as the model takes it "
+                           "(--normalize=auto)")
 
 
 def train(teacher: Teacher, train_data, validation_data, input_shape: Sequence[int], num_classes: int,

@@ -61,7 +61,8 @@ def main(argv) -> None:
     stored = corpus.read_corpus(corpus_dir)
     # Bad teacher or data flags, or a corpus of other data or another teacher, fail before anything is written.
     splits = data.load(data_config)
-    teacher = teacher_lib.resolve(FLAGS.teacher, splits.info.input_shape, splits.info.num_classes)
+    teacher = teacher_lib.resolve(FLAGS.teacher, splits.info.input_shape, splits.info.num_classes,
+                                  normalisation=splits.info.normalisation)
     proxy_info = splits.info if proxy_data_config == data_config else data.load(proxy_data_config).info
     corpus_generation.check_source(stored, teacher.spec, proxy_data_config, proxy_info)
     # Seeded first, as the pipeline does: loading draws the seeds of its noise and dropout layers.

@@ -47,7 +47,8 @@ def main(argv) -> None:
     # Bad data or teacher flags fail before anything is written to the output directory.
     splits = data.load(data_config)
     info = splits.info
-    teacher_lib.resolve(FLAGS.teacher, info.input_shape, info.num_classes)  # fails early on a bad teacher
+    # Fails early on a bad teacher.
+    teacher_lib.resolve(FLAGS.teacher, info.input_shape, info.num_classes, normalisation=info.normalisation)
     rundir.prepare(output_dir, config, overwrite=FLAGS.overwrite, resume=True)
     precision.apply(FLAGS.precision)
     keras.utils.set_random_seed(FLAGS.seed)

@@ -58,7 +58,9 @@ def main(argv) -> None:
               "precision": policy, "compress": compress_config.to_dict()}
     # Bad data or teacher flags fail before anything is written to the output directory.
     splits = data.load(data_config)
-    teacher_lib.resolve(FLAGS.teacher, splits.info.input_shape, splits.info.num_classes)  # fails early on a bad teacher
+    # Fails early on a bad teacher.
+    teacher_lib.resolve(FLAGS.teacher, splits.info.input_shape, splits.info.num_classes,
+                        normalisation=splits.info.normalisation)
     rundir.prepare(output_dir, config, overwrite=FLAGS.overwrite, resume=True, config_file=CONFIG_FILE)
     precision.apply(policy)
     keras.utils.set_random_seed(FLAGS.seed)

@@ -80,7 +80,8 @@ def main(argv) -> None:
     role = baselines.tuner_role()
     cpu_threads.configure(FLAGS.intra_op_threads, FLAGS.inter_op_threads)
     strategy, _ = runtime_flags.strategy_from_flags(FLAGS)
-    data_config = data_flags.config_from_flags(FLAGS, FLAGS.seed)
+    data_config = data_flags.config_from_flags(FLAGS, FLAGS.seed,
+                                               auto_normalise=teacher_lib.input_normalisation(FLAGS.teacher))
     # Trials train on the corpus children's proxy share of the training split (--proxy_fraction).
     search_data_config = dataclasses.replace(data_config,
                                              train_fraction=data_config.train_fraction * FLAGS.proxy_fraction)
@@ -97,7 +98,7 @@ def main(argv) -> None:
     # Bad data or teacher flags fail before anything is written to the output directory.
     splits = data.load(data_config)
     info = splits.info
-    teacher = teacher_lib.resolve(FLAGS.teacher, info.input_shape, info.num_classes)
+    teacher = teacher_lib.resolve(FLAGS.teacher, info.input_shape, info.num_classes, normalisation=info.normalisation)
     stage_key = teacher_lib.stage_key(teacher, info, teacher_train, seed=FLAGS.seed, bn_momentum=FLAGS.bn_momentum)
     if source_teacher_dir is not None:
         _check_teacher_dir(source_teacher_dir, stage_key)

@@ -17,6 +17,7 @@ from acompress import cpu_threads
 from acompress import data
 from acompress import distribution
 from acompress import rundir
+from acompress import teacher as teacher_lib
 from acompress import training
 from acompress.flags import compress_flags
 from acompress.flags import corpus_flags
@@ -91,7 +92,8 @@ def start(flag_values, argv) -> Start:
         raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
     cpu_threads.configure(flag_values.intra_op_threads, flag_values.inter_op_threads)
     strategy, output_dir = runtime_flags.strategy_from_flags(flag_values)
-    data_config = data_flags.config_from_flags(flag_values, flag_values.seed)
+    data_config = data_flags.config_from_flags(flag_values, flag_values.seed,
+                                               auto_normalise=teacher_lib.input_normalisation(flag_values.teacher))
     proxy_data_config = dataclasses.replace(data_config,
                                             train_fraction=data_config.train_fraction * flag_values.proxy_fraction)
     return Start(strategy, output_dir, rundir.normalize(flag_values.output_dir), data_config, proxy_data_config,
