@@ -342,7 +342,7 @@ class _Transfer:
         layer, teacher_layer = unit.primary, teacher_unit.primary
         suffix = layer.kind
         child_name, teacher_name = f"l{unit.start}_{suffix}", f"l{teacher_unit.start}_{suffix}"
-        child_bn, teacher_bn = self._bn_after(self.child, unit), self._bn_after(self.teacher, teacher_unit)
+        teacher_bn = self._bn_after(self.teacher, teacher_unit)
         # A separable convolution's pointwise kernel (1, 1, in, out) chooses its filters.
         teacher_kernel = self.tensors[teacher_name][1 if layer.kind == "sepconv" else 0]
         inputs, how = self._inputs(channels, self.teacher_source[teacher_unit.index], teacher_kernel.shape[-2])
@@ -361,13 +361,19 @@ class _Transfer:
             kernel = teacher_kernel[inputs][:, outputs]
             self.weights[child_name] = [kernel] + ([self.tensors[teacher_name][1][outputs]] if layer.use_bias else [])
         self._count(how, 1)
-        if child_bn is not None:
-            if teacher_bn is not None:
-                self._bn(child_bn, teacher_bn, outputs)
-                self._count(how, 1)
-            else:
-                self._count("fresh", 1)
+        self._bn_after_unit(unit, teacher_unit, outputs, how)
         return _Channels(teacher_unit.index, outputs)
+
+    def _bn_after_unit(self, unit, teacher_unit, kept: np.ndarray, how: str) -> None:
+        """The batch norm of a unit keeps the teacher's entries of the channels the unit kept."""
+        child_bn, teacher_bn = self._bn_after(self.child, unit), self._bn_after(self.teacher, teacher_unit)
+        if child_bn is None:
+            return
+        if teacher_bn is None:
+            self._count("fresh", 1)
+            return
+        self._bn(child_bn, teacher_bn, kept)
+        self._count(how, 1)
 
     def _map_before(self, shapes, unit) -> Tuple[int, ...]:
         return tuple(shapes[unit.start - 1]) if unit.start else self.input_shape
@@ -444,13 +450,7 @@ class _Transfer:
             return _Channels(None, np.arange(len(channels.index)))
         self._depthwise(f"l{unit.start}_dwconv", teacher_name, layer.kernel, inputs, layer.use_bias)
         self._count(how, 1)
-        child_bn, teacher_bn = self._bn_after(self.child, unit), self._bn_after(self.teacher, teacher_unit)
-        if child_bn is not None:
-            if teacher_bn is not None:
-                self._bn(child_bn, teacher_bn, inputs)
-                self._count(how, 1)
-            else:
-                self._count("fresh", 1)
+        self._bn_after_unit(unit, teacher_unit, inputs, how)
         return _Channels(channels.source if how == "aligned" else None, inputs)
 
     def _inverted(self, unit, teacher_unit, channels: _Channels) -> _Channels:

@@ -431,30 +431,28 @@ def _check_removed(removed_units: Iterable[int], unit_list: Sequence[Unit]) -> f
 
 
 def _check_kernels(kernel_choices: Mapping[int, int], unit_list: Sequence[Unit]) -> Dict[int, int]:
-    out = {}
-    for index, kernel in kernel_choices.items():
-        index = int(index)
-        if not 0 <= index < len(unit_list) or not unit_list[index].has_kernel:
-            raise ValueError(f"unit {index} is not a conv or block unit; only those take kernel choices")
-        teacher_kernel = unit_list[index].primary.kernel
-        if not isinstance(kernel, (int, np.integer)) or not 1 <= kernel <= teacher_kernel:
-            raise ValueError(f"unit {index}: kernel must be an integer in [1, {teacher_kernel}] "
-                             f"(kernels only shrink), got {kernel!r}")
-        out[index] = int(kernel)
-    return out
+    return _check_shrinking(kernel_choices, unit_list, "kernel", lambda unit: unit.has_kernel,
+                            "a conv, block or depthwise unit")
 
 
 def _check_expansions(expansion_choices: Mapping[int, int], unit_list: Sequence[Unit]) -> Dict[int, int]:
+    return _check_shrinking(expansion_choices, unit_list, "expansion", lambda unit: unit.primary.kind == "inverted",
+                            "an inverted residual block")
+
+
+def _check_shrinking(choices: Mapping[int, int], unit_list: Sequence[Unit], field: str, takes, what: str
+                     ) -> Dict[int, int]:
+    """unit -> value of `field`, checked: the unit takes the choice, and the value is in [1, the teacher's]."""
     out = {}
-    for index, expansion in expansion_choices.items():
+    for index, value in choices.items():
         index = int(index)
-        if not 0 <= index < len(unit_list) or unit_list[index].primary.kind != "inverted":
-            raise ValueError(f"unit {index} is not an inverted residual block; only those take expansion choices")
-        teacher_expansion = unit_list[index].primary.expansion
-        if not isinstance(expansion, (int, np.integer)) or not 1 <= expansion <= teacher_expansion:
-            raise ValueError(f"unit {index}: expansion must be an integer in [1, {teacher_expansion}] "
-                             f"(expansions only shrink), got {expansion!r}")
-        out[index] = int(expansion)
+        if not 0 <= index < len(unit_list) or not takes(unit_list[index]):
+            raise ValueError(f"unit {index} is not {what}; only those take {field} choices")
+        teacher_value = getattr(unit_list[index].primary, field)
+        if not isinstance(value, (int, np.integer)) or not 1 <= value <= teacher_value:
+            raise ValueError(f"unit {index}: {field} must be an integer in [1, {teacher_value}] "
+                             f"({field}s only shrink), got {value!r}")
+        out[index] = int(value)
     return out
 
 

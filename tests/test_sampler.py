@@ -182,7 +182,7 @@ def test_shrink_kernels():
     ({"removed_units": [99]}, "does not exist"),
     ({"removed_units": [0, 1, 3, 4, 6]}, "at least one"),
     ({"kernel_choices": {0: 5}}, "only shrink"),
-    ({"kernel_choices": {2: 1}}, "conv or block"),
+    ({"kernel_choices": {2: 1}}, "conv, block or depthwise"),
 ])
 def test_bad_choices_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
