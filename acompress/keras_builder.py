@@ -128,17 +128,17 @@ def logits_model(model: keras.Model) -> keras.Model:
         layer = model.get_layer(LOGITS_NAME)
     except ValueError:
         layer = None
-    if isinstance(layer, keras.layers.Dense) and _activation_name(layer.activation) == "linear":
+    if isinstance(layer, keras.layers.Dense) and activation_name(layer.activation) == "linear":
         return keras.Model(inputs, layer.output, name=f"{model.name}_logits")
     tensor = model.outputs[0]
-    operation, operation_inputs = _producer(tensor)
+    operation, operation_inputs = producer(tensor)
     if _is_softmax_layer(operation):
         tensor = operation_inputs[0]
-        operation, operation_inputs = _producer(tensor)
+        operation, operation_inputs = producer(tensor)
     if not isinstance(operation, keras.layers.Dense):
         raise ValueError(f"model {model.name!r} does not end in a Dense classifier layer "
                          f"(its output comes from {operation.name!r}, a {type(operation).__name__})")
-    activation = _activation_name(operation.activation)
+    activation = activation_name(operation.activation)
     if activation == "softmax":
         linear = keras.layers.Dense(operation.units, use_bias=operation.use_bias,
                                     name=f"{operation.name}_logits", dtype=operation.dtype_policy)
@@ -262,7 +262,8 @@ def _plain_int(value):
     return int(value) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else value
 
 
-def _activation_name(function) -> str:
+def activation_name(function) -> str:
+    """Keras' serialized name of an activation function (``linear``, ``relu``, ``silu``, ...)."""
     try:
         return keras.activations.serialize(function)
     except (TypeError, ValueError):
@@ -273,10 +274,10 @@ def _is_softmax_layer(operation) -> bool:
     if isinstance(operation, keras.layers.Softmax):
         return True
     return (isinstance(operation, keras.layers.Activation)
-            and _activation_name(operation.activation) == "softmax")
+            and activation_name(operation.activation) == "softmax")
 
 
-def _producer(tensor):
+def producer(tensor):
     """The operation that produced a symbolic tensor, and that call's input tensors."""
     operation, node_index, _ = tensor._keras_history  # pylint: disable=protected-access
     node = operation._inbound_nodes[node_index]  # pylint: disable=protected-access

@@ -72,6 +72,7 @@ import keras
 import numpy as np
 
 from acompress import archspec
+from acompress import keras_builder
 
 SUPPORTED_LAYERS = ("InputLayer, Conv2D, DepthwiseConv2D, SeparableConv2D, Dense, BatchNormalization, "
                     "Activation, ReLU, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, "
@@ -176,7 +177,7 @@ def describe_model(model: keras.Model) -> Tuple[archspec.ArchSpec, Tuple[int, in
     parsed = _parse(model)
     spec, input_shape, num_classes = parsed.spec, parsed.input_shape, parsed.num_classes
     if input_shape is None:
-        layer, _ = _producer(model.inputs[0])
+        layer, _ = keras_builder.producer(model.inputs[0])
         raise UnsupportedModelError(f"input shape {tuple(model.inputs[0].shape[1:])} is not fully defined; "
                                     "supported: a fixed (height, width, channels) input", layer.name,
                                     type(layer).__name__)
@@ -219,13 +220,6 @@ class _Block:
     branches: Tuple[List[_Step], List[_Step]]
 
 
-def _producer(tensor):
-    """The operation that produced a symbolic tensor, and that call's input tensors."""
-    operation, node_index, _ = tensor._keras_history  # pylint: disable=protected-access
-    node = operation._inbound_nodes[node_index]  # pylint: disable=protected-access
-    return operation, list(node.input_tensors)
-
-
 def _type(operation) -> str:
     return type(operation).__name__
 
@@ -245,7 +239,7 @@ def _model_io(model):
                                     "Sequential model without an Input); supported: Sequential and functional "
                                     "models built on a keras.Input", model.name, _type(model))
     if len(inputs) != 1:
-        names = ", ".join(f"{_producer(t)[0].name!r}" for t in inputs)
+        names = ", ".join(f"{keras_builder.producer(t)[0].name!r}" for t in inputs)
         raise UnsupportedModelError(f"the model has {len(inputs)} inputs ({names}); supported: one image input",
                                     model.name, _type(model))
     if len(outputs) != 1:
@@ -260,7 +254,7 @@ def _walk(model) -> list:
     backward = []
     tensor = output
     while True:
-        operation, inputs = _producer(tensor)
+        operation, inputs = keras_builder.producer(tensor)
         if isinstance(operation, keras.layers.InputLayer):
             return backward[::-1]
         if isinstance(operation, keras.Model):
@@ -287,7 +281,7 @@ def _chain(tensor):
     """
     tensors, steps = [tensor], []
     while True:
-        operation, inputs = _producer(tensor)
+        operation, inputs = keras_builder.producer(tensor)
         if (isinstance(operation, (keras.layers.InputLayer, keras.Model, keras.layers.Add))
                 or len(inputs) != 1):
             return tensors, steps
@@ -329,10 +323,7 @@ def _rank(tensor) -> int:
 
 def _activation(operation, function) -> Optional[str]:
     """The archspec activation of a Keras activation function; None for linear."""
-    try:
-        name = keras.activations.serialize(function)
-    except (TypeError, ValueError):
-        name = getattr(function, "__name__", repr(function))
+    name = keras_builder.activation_name(function)
     if name == "linear":
         return None
     if not isinstance(name, str) or name not in _ACTIVATIONS:
@@ -702,7 +693,7 @@ def _is_softmax(layer) -> bool:
             raise _unsupported(layer, f"axis={layer.axis}; supported: softmax over the last axis")
         return True
     return (type(layer) is keras.layers.Activation  # pylint: disable=unidiomatic-typecheck
-            and _activation_name(layer.activation) == "softmax")
+            and keras_builder.activation_name(layer.activation) == "softmax")
 
 
 def _split_head(items: list) -> Tuple[list, keras.layers.Dense]:
@@ -719,7 +710,7 @@ def _split_head(items: list) -> Tuple[list, keras.layers.Dense]:
     if type(culprit) is not keras.layers.Dense:  # pylint: disable=unidiomatic-typecheck
         raise _unsupported(culprit, f"the model does not end in a classifier head; supported: {HEAD}")
     head = culprit
-    activation = _activation_name(head.activation)
+    activation = keras_builder.activation_name(head.activation)
     if activation not in (("linear",) if separate_softmax else ("linear", "softmax")):
         raise _unsupported(head, f"the classifier head has activation {activation!r}; supported: {HEAD}")
     if not head.use_bias:
@@ -731,13 +722,6 @@ def _split_head(items: list) -> Tuple[list, keras.layers.Dense]:
         raise _unsupported(head, f"the classifier head is applied to a rank-{_rank(last.input)} tensor; "
                                  "supported: a flat input (after Flatten or global pooling)")
     return body, head
-
-
-def _activation_name(function) -> str:
-    try:
-        return keras.activations.serialize(function)
-    except (TypeError, ValueError):
-        return getattr(function, "__name__", repr(function))
 
 
 def _check_shared(items: list) -> None:
@@ -787,7 +771,7 @@ def _to_layers(body: list) -> Tuple[List[archspec.Layer], List[List[keras.layers
 
 def _parse(model) -> Parsed:
     input_tensor, _ = _model_io(model)
-    input_layer, _ = _producer(input_tensor)
+    input_layer, _ = keras_builder.producer(input_tensor)
     if _rank(input_tensor) != 4:
         raise UnsupportedModelError(f"input shape {tuple(input_tensor.shape[1:])}; supported: an image input "
                                     "(height, width, channels)", input_layer.name, _type(input_layer))
