@@ -302,19 +302,24 @@ def test_greedy_decode_is_always_valid(max_layers, input_shape):
     assert max_layers in lengths and min(lengths) < max_layers  # both short and full-length specs seen
 
 
+def assert_greedy_follows_legal_mask(tokenizer, logits, input_shape):
+    """Every greedy token is legal and, where there is a choice, the best-scoring legal one."""
+    matrix = tokenizer.masked_greedy_decode(logits, input_shape)
+    for position in range(tokenizer.shape[0]):
+        for column in range(len(tokenizer.fields)):
+            mask = tokenizer.legal_mask(matrix, position, column, input_shape)
+            assert mask[matrix[position, column]]
+            if mask.sum() > 1:  # greedy: the best legal score
+                scores = logits[column][position]
+                assert scores[matrix[position, column]] == scores[mask].max()
+
+
 def test_greedy_decode_follows_legal_mask(tok):
     rng = np.random.default_rng(7)
     for draw in range(6):
         logits = random_logits(tok, rng, long=draw % 2 == 0)
         for input_shape in (None, (8, 8, 1)):
-            matrix = tok.masked_greedy_decode(logits, input_shape)
-            for position in range(tok.shape[0]):
-                for column in range(len(tokens.FIELDS)):
-                    mask = tok.legal_mask(matrix, position, column, input_shape)
-                    assert mask[matrix[position, column]]
-                    if mask.sum() > 1:  # greedy: the best legal score
-                        scores = logits[column][position]
-                        assert scores[matrix[position, column]] == scores[mask].max()
+            assert_greedy_follows_legal_mask(tok, logits, input_shape)
 
 
 @pytest.mark.parametrize("name", sorted(all_test_specs()))
@@ -598,14 +603,7 @@ def test_greedy_decode_follows_legal_mask_with_new_kinds(full):
     for draw in range(4):
         logits = random_logits(full, rng, long=True)
         for input_shape in (None, (8, 8, 3)):
-            matrix = full.masked_greedy_decode(logits, input_shape)
-            for position in range(full.shape[0]):
-                for column in range(len(full.fields)):
-                    mask = full.legal_mask(matrix, position, column, input_shape)
-                    assert mask[matrix[position, column]]
-                    if mask.sum() > 1:
-                        scores = logits[column][position]
-                        assert scores[matrix[position, column]] == scores[mask].max()
+            assert_greedy_follows_legal_mask(full, logits, input_shape)
     padded = np.stack([np.pad(x, ((0, 0), (0, full.max_vocab_size - x.shape[1]))) for x in logits], axis=1)
     assert padded.shape[1] == 10
     assert (full.masked_greedy_decode(padded, (8, 8, 3)) == full.masked_greedy_decode(logits, (8, 8, 3))).all()
