@@ -122,6 +122,10 @@ def canonical_weights(model: keras.Model, spec: archspec.ArchSpec, input_shape: 
     Raises:
       ValueError: the model's weighted layers do not line up with the spec's.
     """
+    wanted = keras_builder.weighted_layer_names(spec)
+    names = {layer.name for layer in model.layers}
+    if all(name in names for name in wanted):
+        return {name: [np.asarray(w) for w in model.get_layer(name).get_weights()] for name in wanted}
     return canonical_model(model, spec, input_shape, num_classes, parsed=parsed)[1]
 
 
@@ -130,21 +134,14 @@ def canonical_model(model: keras.Model, spec: archspec.ArchSpec, input_shape: Se
                     ) -> Tuple[keras.Model, Dict[str, List[np.ndarray]]]:
     """(the builder's model of `spec` holding `model`'s weights, those weights by layer name).
 
-    The returned model takes the inputs after the teacher's preprocessing (the package's
-    normalised data), so it is the teacher's body; see `canonical_weights`.
+    The layers are paired by their roles in the parse (`Parsed.weighted_layers`; `parsed` is
+    computed when not given). The returned model takes the inputs after the teacher's
+    preprocessing (the package's normalised data), so it is the teacher's body; see
+    `canonical_weights`.
     """
-    epsilon = parsed.bn_epsilon if parsed is not None and parsed.bn_epsilon else 1e-3
+    parsed = parsed or keras_parser.parse(model)
+    epsilon = parsed.bn_epsilon or 1e-3
     wanted = keras_builder.weighted_layer_names(spec)
-    names = {layer.name for layer in model.layers}
-    if parsed is None and all(name in names for name in wanted):
-        tensors = {name: [np.asarray(w) for w in model.get_layer(name).get_weights()] for name in wanted}
-        reference = keras_builder.build_model(spec, input_shape, num_classes, name="canonical")
-        for name, values in tensors.items():
-            reference.get_layer(name).set_weights(values)
-        return reference, tensors
-    if parsed is None:
-        parsed = keras_parser.parse(model)
-        epsilon = parsed.bn_epsilon or 1e-3
     reference = keras_builder.build_model(spec, input_shape, num_classes, name="canonical", bn_epsilon=epsilon)
     given = parsed.weighted_layers
     if len(given) != len(wanted):
@@ -177,8 +174,8 @@ def canonical_model(model: keras.Model, spec: archspec.ArchSpec, input_shape: Se
 def source(teacher: keras.Model, input_shape: Sequence[int], num_classes: int
            ) -> Tuple[archspec.ArchSpec, Dict[str, List[np.ndarray]]]:
     """(spec, `canonical_weights`) of a trained teacher model: what `inherit` takes."""
-    spec, _, _ = keras_parser.describe_model(teacher)
-    return spec, canonical_weights(teacher, spec, input_shape, num_classes)
+    parsed = keras_parser.parse_fixed(teacher)
+    return parsed.spec, canonical_weights(teacher, parsed.spec, input_shape, num_classes, parsed=parsed)
 
 
 # -- inheritance -------------------------------------------------------------------
@@ -211,11 +208,6 @@ class _Channels:
     index: np.ndarray      # the teacher's channel index of each child channel
 
 
-def _identity(layer: archspec.Layer, in_channels: Optional[int]) -> bool:
-    """Whether the layer adds its input to its output (its channels keep their positions)."""
-    return layer.has_residual(in_channels)
-
-
 def _top(scores: np.ndarray, count: int) -> np.ndarray:
     """The `count` highest-scoring positions, in increasing order (ties: the earlier)."""
     order = np.argsort(-scores, kind="stable")[:count]
@@ -244,13 +236,13 @@ class _Transfer:
         # The source of the features entering each teacher unit.
         # An identity block keeps its input's channel positions (the shortcut adds them one to one), so
         # it does not start a new source: a child without it still feeds the next layer aligned.
+        residual = set(sampler.residual_units(teacher, self.input_shape[-1]))
+        self.teacher_residual = [unit.index in residual for unit in self.teacher_units]
+        self.child_residual = set(sampler.residual_units(child, self.input_shape[-1]))
         self.teacher_source, source = [], INPUT
-        self.teacher_residual = []
         for unit in self.teacher_units:
             self.teacher_source.append(source)
-            residual = _identity(unit.primary, self._in_channels(self.teacher_shapes, unit))
-            self.teacher_residual.append(residual)
-            if unit.primary.out_filters is not None and not residual:
+            if unit.primary.out_filters is not None and unit.index not in residual:
                 source = unit.index
 
     # The inputs a teacher layer gets in the child: aligned, positional or None (fresh).
@@ -423,7 +415,7 @@ class _Transfer:
     def _block_outputs(self, unit, teacher_unit, inputs, last) -> Optional[np.ndarray]:
         """The teacher channels a block's last convolution keeps; None (block fresh) when a residual
         child block cannot keep its input's positions."""
-        if _identity(unit.primary, self._in_channels(self.child_shapes, unit)):
+        if unit.index in self.child_residual:
             if not self.teacher_residual[teacher_unit.index] or inputs.max(initial=0) >= last.shape[-1]:
                 self._count("fresh", self._weighted_count(unit))
                 return None
@@ -431,7 +423,7 @@ class _Transfer:
         return _top(self._scores(last, None), unit.primary.out_filters)
 
     def _block_channels(self, unit, teacher_unit, channels: _Channels, how: str, outputs) -> _Channels:
-        if _identity(unit.primary, self._in_channels(self.child_shapes, unit)):
+        if unit.index in self.child_residual:
             # The same positions as its input (aligned only if the input was).
             return _Channels(channels.source if how == "aligned" else None, outputs)
         # A teacher identity block's outputs are its stage's channel positions.

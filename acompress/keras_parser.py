@@ -174,14 +174,23 @@ def describe_model(model: keras.Model) -> Tuple[archspec.ArchSpec, Tuple[int, in
     Raises:
       UnsupportedModelError: as `parse_model`, or the input height/width is not fixed.
     """
+    parsed = parse_fixed(model)
+    return parsed.spec, parsed.input_shape, parsed.num_classes
+
+
+def parse_fixed(model: keras.Model) -> Parsed:
+    """`parse`, for a classifier whose input size must be fixed (``Parsed.input_shape`` is set).
+
+    Raises:
+      UnsupportedModelError: as `parse`, or the input height/width is not fixed.
+    """
     parsed = _parse(model)
-    spec, input_shape, num_classes = parsed.spec, parsed.input_shape, parsed.num_classes
-    if input_shape is None:
+    if parsed.input_shape is None:
         layer, _ = keras_builder.producer(model.inputs[0])
         raise UnsupportedModelError(f"input shape {tuple(model.inputs[0].shape[1:])} is not fully defined; "
                                     "supported: a fixed (height, width, channels) input", layer.name,
                                     type(layer).__name__)
-    return spec, input_shape, num_classes
+    return parsed
 
 
 def load_keras_model(path, custom_objects: Optional[dict] = None) -> keras.Model:

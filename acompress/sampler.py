@@ -250,10 +250,13 @@ def width_groups(spec: archspec.ArchSpec) -> Tuple[Tuple[int, ...], ...]:
     return tuple(tuple(group) for group in groups)
 
 
-def residual_units(spec: archspec.ArchSpec) -> Tuple[int, ...]:
+def residual_units(spec: archspec.ArchSpec, in_channels: Optional[int] = None) -> Tuple[int, ...]:
     """Indices of the block units that add their input to their output (identity blocks, and
-    inverted blocks whose shapes give them a residual): their width is their input's."""
-    out, channels = [], None
+    inverted blocks whose shapes give them a residual): their width is their input's.
+
+    `in_channels`: the input image's channels, if known (an inverted block on the image itself
+    has a residual when its width equals them)."""
+    out, channels = [], in_channels
     for unit in units(spec):
         if unit.kind == BLOCK and unit.primary.has_residual(channels):
             out.append(unit.index)

@@ -14,6 +14,7 @@ the user's model computes, checked on random inputs when it is made.
 """
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Optional, Sequence
@@ -72,8 +73,25 @@ def input_normalisation(source: str):
     """
     if not _is_keras_file(source):
         return "fit"
-    parsed = keras_parser.parse(keras_parser.load_keras_model(source))
+    parsed = _load(source)[1]
     return parsed.preprocessing.to_dict() if parsed.preprocessing is not None else "none"
+
+
+def _load(path: str):
+    """(model, `keras_parser.parse_fixed` of it) of a .keras file, read once per version of the file:
+    a binary asks for its input convention (`input_normalisation`) before it resolves it."""
+    try:
+        stamp = os.stat(path).st_mtime_ns
+    except OSError:
+        stamp = None  # load_keras_model names the missing file
+    return _load_stamped(path, stamp)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_stamped(path: str, stamp):
+    del stamp  # part of the cache key only
+    model = keras_parser.load_keras_model(path)
+    return model, keras_parser.parse_fixed(model)
 
 
 def resolve(source: str, input_shape: Sequence[int], num_classes: int, *, normalisation=None) -> Teacher:
@@ -101,13 +119,12 @@ def resolve(source: str, input_shape: Sequence[int], num_classes: int, *, normal
         spec.output_shapes(input_shape)  # fails early, naming the layer, if it cannot run on this data
         return Teacher(spec, source)
     if extension == ".keras":
-        model = keras_parser.load_keras_model(source)
-        spec, model_shape, model_classes = keras_parser.describe_model(model)
+        model, parsed = _load(source)
+        spec, model_shape, model_classes = parsed.spec, parsed.input_shape, parsed.num_classes
         if tuple(model_shape) != input_shape or model_classes != num_classes:
             raise TeacherError(
                 f"{source}: the model takes {tuple(model_shape)} inputs with {model_classes} classes, but the "
                 f"data set has {input_shape} inputs with {num_classes} classes (see --resize)")
-        parsed = keras_parser.parse(model)
         _check_convention(source, parsed.preprocessing, normalisation)
         try:
             body, _ = inheritance.canonical_model(model, spec, input_shape, num_classes, parsed=parsed)
