@@ -58,6 +58,7 @@ from acompress import embedding_training
 from acompress import finalists as finalists_lib
 from acompress import latent_search
 from acompress import precision
+from acompress import progress
 
 
 ABLATIONS = ("none", "no_embedding", "no_refinement")
@@ -240,9 +241,13 @@ def refine(embedding: embedding_lib.Embedding, pool: Pool, records: embedding_tr
         return records
     specs = [pool.specs[i] for i in picked]
     base = 1_000_000 * (round_index + 1)  # child indices (seeds) apart from the corpus' own
-    results = child_training.train_children(specs, [base + j for j in range(len(specs))], search_splits, proxy,
-                                            batch_size=batch_size, seed=seed, teacher=teacher_model,
-                                            strategy=strategy)
+    bar = progress.Progress(total=len(specs), label=f"refinement {round_index + 1} children", unit="children")
+    results = child_training.train_children(
+        specs, [base + j for j in range(len(specs))], search_splits, proxy, batch_size=batch_size, seed=seed,
+        teacher=teacher_model, strategy=strategy,
+        on_result=lambda group: bar.update(len(group), extra="last group: acc " + ", ".join(
+            f"{r.val_accuracy:.3f}" for r in group)))
+    bar.close()
     tokenizer = embedding.tokenizer
     new = {"tokens": [], "val_accuracy": [], "params": [], "child_index": [], "spec_hash": []}
     for i, result in zip(picked, results):

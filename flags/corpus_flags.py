@@ -26,6 +26,21 @@ def proxy_epochs(flag_values) -> int:
     return recipe_defaults(flag_values).epochs
 
 
+# The sampler's distribution of children (sampler.SamplerConfig), flag name == field name.
+SAMPLER_FLAGS = {
+    "p_remove": "Probability that each removable unit (conv, block, pool, dense) of the teacher is removed "
+                "from a child.",
+    "p_kernel": "Probability that a conv/block kernel of 5 or more shrinks (7 -> 5 or 3, 5 -> 3).",
+    "p_pointwise": "Probability that a 3x3 conv/block kernel becomes 1x1.",
+    "p_expansion": "Probability that an inverted residual block takes a smaller expansion ratio.",
+    "p_group_widths": "Probability that a child draws one width jitter per channel-consistent group of layers "
+                      "instead of one per layer.",
+    "width_jitter": "Spread, in octaves (half-width), of a child's per-layer width multipliers around its "
+                    "global width level: 0 scales every layer alike; 2 lets one layer keep 4x the width of "
+                    "another's share, as filter pruning's per-layer allocations do.",
+}
+
+
 def define_flags() -> None:
     if "num_children" in flags.FLAGS:
         return
@@ -45,6 +60,9 @@ def define_flags() -> None:
     flags.DEFINE_integer("shard_index", 0, "This process's shard, in [0, num_shards).", lower_bound=0)
     flags.DEFINE_float("max_ratio", sampler.SamplerConfig().max_ratio, "Largest compression ratio the sampler "
                        "aims for (children are spread log-uniformly from 1x to it).", lower_bound=1.0)
+    drawn = sampler.SamplerConfig()
+    for name, help_text in SAMPLER_FLAGS.items():
+        flags.DEFINE_float(name, getattr(drawn, name), help_text, lower_bound=0.0)
     flags.DEFINE_integer("proxy_epochs", None, "Epochs each child is trained (from scratch: >= 1; "
                          f"inherited: >= 0, where 0 labels the inherited child after BN recalibration only). "
                          f"Default: the recipe's ({INHERITED.epochs} inherited, {SCRATCH.epochs} from scratch).",
@@ -89,5 +107,6 @@ def corpus_config_from_flags(flag_values) -> corpus_generation.CorpusConfig:
     return corpus_generation.CorpusConfig(
         num_children=flag_values.num_children, replicate_fraction=flag_values.replicate_fraction,
         num_shards=flag_values.num_shards, shard_index=flag_values.shard_index,
-        sampler=sampler.SamplerConfig(max_ratio=flag_values.max_ratio), proxy=proxy,
+        sampler=sampler.SamplerConfig(max_ratio=flag_values.max_ratio,
+                                      **{name: flag_values[name].value for name in SAMPLER_FLAGS}), proxy=proxy,
         groups_per_worker=flag_values.groups_per_worker)

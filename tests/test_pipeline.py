@@ -39,6 +39,13 @@ def test_pipeline_writes_every_stage(run):
     assert set(timings) >= {"teacher", "corpus", "embedding", "compress"}
 
 
+def test_long_stages_report_progress(run):
+    # Refinement trains children for minutes on real data: it says how far it is, as the corpus does.
+    log = run["result"].stderr
+    assert "refinement 1 children done: 2 children in" in log, test_binaries.describe(run["result"])
+    assert "children done:" in log and "embedding done:" in log and "finalist 1/2" in log
+
+
 def test_report_is_consistent(run):
     out = run["output_dir"]
     report = test_binaries.read_json(os.path.join(out, "compressed", "report.json"))
