@@ -127,6 +127,7 @@ def test_generate_corpus_end_to_end(smoke):
     assert width > 100 and height > 100
 
 
+@pytest.mark.slow
 def test_inherited_children_in_worker_processes_through_the_binary(smoke, tmp_path):
     """The binaries' default recipe (inherited children) in worker processes, with the smoke run's teacher."""
     output_dir = str(tmp_path / "inherited")
@@ -158,6 +159,7 @@ def test_rerun_resumes_without_training_again(smoke):
     assert f"0 of {SMOKE_TRAININGS} trainings to do" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_run_directory_from_before_inheritance_and_workers_still_resumes(smoke, tmp_path):
     """config.json without the settings added since (recipe fields, workers, decode cache) is the same run
     when the flags give their old values; settings that change no result (--groups_per_worker) may differ."""
@@ -190,6 +192,7 @@ def test_other_seed_on_the_same_output_dir_fails_in_one_line(smoke):
     assert part_files(smoke["corpus_dir"]) == smoke["parts"]
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_the_output_dir(smoke, tmp_path):
     output_dir = str(tmp_path / "run")
     shutil.copytree(smoke["output_dir"], output_dir)
@@ -230,6 +233,7 @@ def test_user_errors_are_one_line(args, message, bad_teachers, tmp_path):
     assert not os.path.exists(tmp_path / "run" / "corpus")
 
 
+@pytest.mark.slow
 def test_corrected_command_runs_after_a_teacher_typo(smoke, tmp_path):
     output_dir = str(tmp_path / "run")
     typo = generate_corpus(output_dir, "--teacher=digits_cnnn", "--num_children=1", "--replicate_fraction=0")
@@ -272,6 +276,7 @@ def test_corpus_binary_on_a_directory_without_metadata(tmp_path):
 
 # -- kill -9 and resume --------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_stores_every_child_exactly_once(smoke, tmp_path):
     num_children, replicate_fraction = 12, 0.25
     replicated = corpus_generation.replicated_indices(num_children, replicate_fraction, 0)

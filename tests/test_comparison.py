@@ -61,6 +61,7 @@ def test_mismatched_teachers_and_missing_results_are_errors(tmp_path):
         comparison.collect([str(tmp_path)])
 
 
+@pytest.mark.slow
 def test_compare_binary_writes_table_json_and_plot(tmp_path):
     a = write_result(str(tmp_path / "ac"), "architecture_compression", 0, 2000, 0.985)
     b = write_result(str(tmp_path / "hb"), "hyperband", 0, 8000, 0.99)

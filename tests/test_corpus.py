@@ -456,6 +456,7 @@ def _run_writer(directory, num_children, pause):
                             cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_loses_nothing_visible_and_resume_completes(tmp_path):
     directory = str(tmp_path / "corpus")
     num_children = 300

@@ -252,6 +252,7 @@ def two_worker_embedding(tmp_path_factory):
     return output_dir, run_workers("train_embedding", args)
 
 
+@pytest.mark.slow
 def test_two_workers_train_one_embedding_together(two_worker_embedding):
     output_dir, outputs = two_worker_embedding
     for code, _, stderr in outputs:
@@ -295,6 +296,7 @@ def test_two_workers_train_teacher_and_children_together(tmp_path):
         assert summaries[0]["val_accuracy"][key] == pytest.approx(summaries[1]["val_accuracy"][key], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_workers_about_to_train_different_things_stop_together(tmp_path):
     # Two workers whose runs differ (here: their seeds, as when their directories are at different
     # stages) must not wait on each other forever: both stop with the same one-line error.
@@ -307,6 +309,7 @@ def test_workers_about_to_train_different_things_stop_together(tmp_path):
         assert "Traceback" not in stderr
 
 
+@pytest.mark.slow
 def test_multi_worker_without_tf_config_is_a_one_line_error(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     result = subprocess.run([sys.executable, "-m", "binaries.train_embedding", f"--corpus_dir={CORPUS}",
@@ -317,6 +320,7 @@ def test_multi_worker_without_tf_config_is_a_one_line_error(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_tune_baseline_refuses_multi_worker(tmp_path):
     result = subprocess.run([sys.executable, "-m", "binaries.tune_baseline", SMOKE, f"--output_dir={tmp_path / 'x'}",
                              "--strategy=multi_worker"], cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": REPO_ROOT},

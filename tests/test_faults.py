@@ -220,6 +220,7 @@ def test_train_embedding_on_an_empty_corpus(tmp_path):
     assert_one_line_error(result, "the corpus has 0 training and 0 held-out ok records")
 
 
+@pytest.mark.slow
 def test_train_embedding_after_a_kill_while_it_saved_its_backup(tmp_path):
     # What kill -9 during Keras' first backup leaves: a cut-short weights file and no epoch file.
     output_dir = tmp_path / "run"
@@ -257,6 +258,7 @@ def _records_of(path):
     return [corpus.from_example(raw) for raw in tf.data.TFRecordDataset(path).as_numpy_iterator()]
 
 
+@pytest.mark.slow
 def test_corpus_binary_reports_a_truncated_part_file(truncated):
     result = run_binary("corpus", f"--corpus_dir={truncated['corpus_dir']}")
     assert result.returncode == 0, describe(result)
@@ -267,6 +269,7 @@ def test_corpus_binary_reports_a_truncated_part_file(truncated):
     assert "Skipping corrupt corpus part file" in result.stderr
 
 
+@pytest.mark.slow
 def test_embedding_trains_on_the_rest_of_a_corpus_with_a_truncated_part_file(truncated):
     result = truncated["result"]
     assert result.returncode == 0, describe(result)
@@ -276,6 +279,7 @@ def test_embedding_trains_on_the_rest_of_a_corpus_with_a_truncated_part_file(tru
     assert metrics["records"]["train"] + metrics["records"]["heldout"] == len(ok)
 
 
+@pytest.mark.slow
 def test_generate_corpus_retrains_the_children_of_a_truncated_part_file(truncated, tmp_path):
     corpus_dir = str(tmp_path / "corpus")
     shutil.copytree(truncated["corpus_dir"], corpus_dir)
@@ -295,6 +299,7 @@ def test_generate_corpus_retrains_the_children_of_a_truncated_part_file(truncate
 
 # -- 4. output directories --------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_train_embedding_refuses_another_corpus_then_overwrite_replaces(truncated, tmp_path):
     assert truncated["result"].returncode == 0, describe(truncated["result"])
     embedding_dir = os.path.join(truncated["output_dir"], "embedding")
@@ -328,6 +333,7 @@ def write_result(directory, params):
     return directory
 
 
+@pytest.mark.slow
 def test_compare_overwrite_replaces_the_comparison(tmp_path):
     first = write_result(str(tmp_path / "a"), 5000)
     second = write_result(str(tmp_path / "b"), 2000)
@@ -421,6 +427,7 @@ def test_read_only_output_dir(tmp_path):
 
 # -- 5. a child whose loss becomes NaN ------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_diverging_children_are_recorded_and_the_run_completes(tmp_path):
     output_dir = str(tmp_path / "run")
     result = run_binary("generate_corpus", SMOKE, f"--output_dir={output_dir}", "--num_children=4",
