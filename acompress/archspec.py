@@ -69,7 +69,7 @@ import hashlib
 import json
 import math
 import numbers
-from typing import Iterable, Optional, Sequence, Tuple, Union
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 FORMAT_VERSION = 1
 
@@ -430,6 +430,35 @@ class ArchSpec:
             shape, params, flops = _layer_stat(layer, shape, index)
             out.append((shape, params, flops))
         return out
+
+
+# Layers that only normalise or activate what comes in; runs of them sit between the layers that compute.
+PASS_THROUGH = ("bn", "act")
+
+
+def simplified(spec: ArchSpec) -> ArchSpec:
+    """`spec` without the batch norms and activations that repeat one earlier in the same run.
+
+    A run is a stretch of ``bn`` / ``act`` / ``dropout`` layers between two layers that compute (conv,
+    pool, block, transition, dense...). In a run only the first ``bn`` and the first ``act`` of each
+    activation are kept, in their order: ``gap, bn, act, act, bn, bn, act`` becomes ``gap, bn, act``. A
+    repeated ReLU or ReLU6 computes nothing new, and a second batch norm normalises what is already
+    normalised. The latent search's decoder writes such runs (after global pooling especially: 7 batch norms and 12
+    activations in one decoded MobileNetV2 child), so candidates are simplified before they are scored,
+    counted and trained. Returns `spec` itself when nothing repeats.
+    """
+    kept: List[Layer] = []
+    seen: set = set()
+    for layer in spec:
+        if layer.kind not in PASS_THROUGH + ("dropout",):
+            seen = set()
+        elif layer.kind in PASS_THROUGH:
+            key = (layer.kind, layer.activation)
+            if key in seen:
+                continue
+            seen.add(key)
+        kept.append(layer)
+    return spec if len(kept) == len(spec) else ArchSpec(kept)
 
 
 def _features(stats, input_shape: Sequence[int]) -> int:

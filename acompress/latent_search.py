@@ -20,8 +20,9 @@ architecture it passes through -- the step size does not have to be tuned to the
 point where the decoded architecture changes: each change along the way becomes a
 candidate.
 
-`search` then decodes the snapshots (masked: valid by construction), drops repeats
-and architectures already in the corpus (their proxy accuracy is known, they are not
+`search` then decodes the snapshots (masked: valid by construction), simplifies each
+(`archspec.simplified`: no batch norm or activation repeated between two computing
+layers), drops repeats and architectures already in the corpus (their proxy accuracy is known, they are not
 new), scores every candidate by re-encoding its decoded tokens (the prediction for
 the architecture itself, not for the off-manifold point that produced it), and
 counts its exact parameters and FLOPs from the spec.
@@ -29,7 +30,7 @@ counts its exact parameters and FLOPs from the spec.
 
 import dataclasses
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -225,22 +226,26 @@ def search(embedding: embedding_lib.Embedding, teacher: archspec.ArchSpec, confi
     snapshots = result["snapshots"]  # [S, N, L, C]
     flat = snapshots.reshape((-1,) + snapshots.shape[2:])
     decoded = embedding.decode(flat)
-    known = {t.tobytes() for t in corpus_tokens} | {teacher_tokens.tobytes()}
-    seen: Dict[bytes, int] = {}
-    in_corpus = 0
+    first: Dict[bytes, int] = {}
     for index, tokens in enumerate(decoded):
+        first.setdefault(tokens.tobytes(), index)
+    # Every distinct decode, simplified (the decoder repeats batch norms and activations) and re-encoded:
+    # two decodes that differ only in such repeats are one candidate, scored as it will be built.
+    known = {t.tobytes() for t in corpus_tokens} | {teacher_tokens.tobytes()}
+    seen: Dict[bytes, Optional[Tuple[int, archspec.ArchSpec, np.ndarray]]] = {}
+    in_corpus = 0
+    for index, spec in zip(first.values(), tokenizer.decode_batch(decoded[list(first.values())])):
+        spec = archspec.simplified(spec)
+        tokens = tokenizer.encode(spec)
         key = tokens.tobytes()
-        if key in known:
-            in_corpus += key not in seen
-            seen.setdefault(key, -1)
-            continue
-        seen.setdefault(key, index)
-    new_indices = [index for index in seen.values() if index >= 0]
+        if key not in seen:
+            in_corpus += key in known
+            seen[key] = None if key in known else (index, spec, tokens)
+    new = [entry for entry in seen.values() if entry is not None]
     candidates: List[Candidate] = []
-    if new_indices:
-        new_tokens = decoded[new_indices]
-        predicted = embedding.predict(embedding.encode(new_tokens))
-        specs = tokenizer.decode_batch(new_tokens)
+    if new:
+        new_indices, specs, new_tokens = zip(*new)
+        predicted = embedding.predict(embedding.encode(np.stack(new_tokens)))
         n_codes = snapshots.shape[1]
         for j, (index, spec) in enumerate(zip(new_indices, specs)):
             snapshot, code = divmod(index, n_codes)

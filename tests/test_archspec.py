@@ -5,6 +5,7 @@ import json
 import pytest
 
 from acompress import archspec as a
+from acompress import zoo
 from tests import specs
 
 
@@ -176,3 +177,23 @@ def test_new_kinds_validate_their_fields(layer, field):
     with pytest.raises(a.SpecError) as info:
         a.ArchSpec([layer, a.gap()])
     assert info.value.field == field
+
+
+def test_simplified_keeps_one_bn_and_one_of_each_activation_between_computing_layers():
+    # A decoded MobileNetV2 child's tail: global pooling, then 7 batch norms and 12 ReLU6 interleaved.
+    tail = [a.bn(), a.act("relu6"), a.act("relu6"), a.bn(), a.bn(), a.act("relu6"), a.bn(), a.bn(), a.act("relu6"),
+            a.act("relu6"), a.bn(), a.bn()] + [a.act("relu6")] * 7
+    spec = a.ArchSpec([a.inverted(16, stride=2), a.gap()] + tail)
+    assert list(a.simplified(spec)) == [a.inverted(16, stride=2), a.gap(), a.bn(), a.act("relu6")]
+    assert a.simplified(spec).count_params((32, 32, 3), 10) == spec.count_params((32, 32, 3), 10) - 6 * 4 * 16
+    # Runs end at every layer that computes; dropout does not end one; other activations are kept, in order.
+    spec = a.ArchSpec([a.conv(8), a.bn(), a.act(), a.dropout(0.1), a.bn(), a.act("tanh"), a.act(),
+                       a.conv(8), a.bn(), a.act(), a.gap(), a.dense(10), a.act(), a.act()])
+    assert list(a.simplified(spec)) == [a.conv(8), a.bn(), a.act(), a.dropout(0.1), a.act("tanh"),
+                                        a.conv(8), a.bn(), a.act(), a.gap(), a.dense(10), a.act()]
+
+
+@pytest.mark.parametrize("name", sorted(specs.all_specs()) + ["zoo:" + name for name in zoo.names()])
+def test_simplified_leaves_written_networks_as_they_are(name):
+    spec = zoo.get(name[4:], (32, 32, 3)) if name.startswith("zoo:") else specs.all_specs()[name]
+    assert a.simplified(spec) is spec

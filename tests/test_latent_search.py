@@ -91,6 +91,7 @@ def test_candidates_are_valid_new_and_exactly_counted(result, emb, stored_corpus
         assert encoded.tobytes() not in known
         assert candidate.params == candidate.spec.count_params((8, 8, 1), 10)
         assert candidate.flops == candidate.spec.count_flops((8, 8, 1), 10)
+        assert archspec.simplified(candidate.spec) is candidate.spec  # no repeated bn / act left
         assert 0 <= candidate.start < result["starts"] and candidate.lam in FAST.lambdas
     assert [c.params for c in candidates] == sorted(c.params for c in candidates)
     assert result["codes"] == result["starts"] * len(FAST.lambdas)
