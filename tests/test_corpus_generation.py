@@ -163,6 +163,7 @@ def test_changed_seed_against_an_existing_corpus_names_the_field(generated, spli
         generate(generated["directory"], splits, seed=1)
 
 
+@pytest.mark.slow
 def test_resume_after_an_interrupted_run_trains_only_the_rest(splits, tmp_path):
     directory = str(tmp_path / "corpus")
 
@@ -205,6 +206,7 @@ def sharded(splits, tmp_path_factory):
     return dict(directory=directory, summaries=summaries, calls=calls)
 
 
+@pytest.mark.slow
 def test_two_shards_form_the_complete_corpus_exactly_once(sharded, generated):
     # Shard i trains the children with index % 2 == i, and the replicates among them.
     assert sharded["calls"] == [[([0, 2, 4], 0), ([0, 2], 1)], [([1, 3, 5], 0), ([3], 1)]]
@@ -230,11 +232,13 @@ def test_two_shards_form_the_complete_corpus_exactly_once(sharded, generated):
         {k: v for k, v in single.metadata.items() if k not in unpinned}
 
 
+@pytest.mark.slow
 def test_sharding_does_not_change_the_accuracies(sharded, generated):
     single = {r.key: r.val_accuracy for r in corpus.read_corpus(generated["directory"]).records}
     assert {r.key: r.val_accuracy for r in corpus.read_corpus(sharded["directory"]).records} == single
 
 
+@pytest.mark.slow
 def test_generate_does_not_depend_on_the_global_seed(generated, splits, tmp_path):
     directory = str(tmp_path / "corpus")
     generate(directory, splits, global_seed=1234)

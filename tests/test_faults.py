@@ -347,6 +347,7 @@ def test_compare_overwrite_replaces_the_comparison(tmp_path):
     assert [r["params"] for r in read_json(os.path.join(out, "comparison.json"))["rows"]] == [2000]
 
 
+@pytest.mark.slow
 def test_compare_with_a_missing_or_broken_result(tmp_path):
     missing = run_binary("compare", f"--results={tmp_path / 'nothing'}", f"--output_dir={tmp_path / 'cmp'}")
     assert_one_line_error(missing, str(tmp_path / "nothing"))
@@ -399,6 +400,7 @@ def test_a_directory_that_is_not_a_run_is_left_alone(binary, overwrite, tmp_path
     assert (users / "notes.txt").read_text() == "my own file"
 
 
+@pytest.mark.slow
 def test_overwrite_still_replaces_a_run(tmp_path):
     out = tmp_path / "cmp"
     first = run_binary("compare", f"--results={write_result(str(tmp_path / 'a'), 5000)}", f"--output_dir={out}")
