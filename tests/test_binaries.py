@@ -377,18 +377,18 @@ from absl import flags
 from acompress.binaries import generate_corpus
 from acompress.flags import corpus_flags
 generate_corpus.define_flags()
-flags.FLAGS(["binary", "--output_dir=/unused", *sys.argv[1:]])
-print(json.dumps(corpus_flags.corpus_config_from_flags(flags.FLAGS).sampler.to_dict()))
+for args in json.loads(sys.argv[1]):
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["binary", "--output_dir=/unused", *args])
+    print(json.dumps(corpus_flags.corpus_config_from_flags(flags.FLAGS).sampler.to_dict()))
 """
 
 
 def test_the_children_distribution_is_set_from_flags():
-    def sampler_of(*args):
-        result = subprocess.run([sys.executable, "-c", _SAMPLER_FROM_FLAGS, *args], cwd=REPO_ROOT,
-                                capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, describe(result)
-        return sampler.SamplerConfig.from_dict(json.loads(result.stdout))
-
-    assert sampler_of() == sampler.SamplerConfig()  # no flag: the library's distribution, so corpora keep their keys
-    assert sampler_of("--p_remove=0", "--width_jitter=2", "--p_kernel=0.5", "--max_ratio=32") == \
-        sampler.SamplerConfig(p_remove=0.0, width_jitter=2.0, p_kernel=0.5, max_ratio=32.0)
+    cases = [[], ["--p_remove=0", "--width_jitter=2", "--p_kernel=0.5", "--max_ratio=32"]]
+    result = subprocess.run([sys.executable, "-c", _SAMPLER_FROM_FLAGS, json.dumps(cases)], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, describe(result)
+    default, changed = [sampler.SamplerConfig.from_dict(json.loads(line)) for line in result.stdout.splitlines()]
+    assert default == sampler.SamplerConfig()  # no flag: the library's distribution, so corpora keep their keys
+    assert changed == sampler.SamplerConfig(p_remove=0.0, width_jitter=2.0, p_kernel=0.5, max_ratio=32.0)

@@ -116,10 +116,11 @@ def bad_teachers(tmp_path_factory):
 @pytest.mark.parametrize("binary, args, flag", [
     ("pipeline", ["--num_children=0"], "--num_children=0"),
     ("compress", ["--max_accuracy_drop=2"], "--max_accuracy_drop=2"),
-    ("train_embedding", ["--embedding_epochs=0"], "--embedding_epochs=0"),
-    ("tune_baseline", ["--method=gradient_descent"], "--method"),
-    ("compare", ["--results=a,b", "--max_test_drop=-1"], "--max_test_drop=-1"),
-    ("corpus", ["--corpus_dir=x", "--no_such_flag=1"], "no_such_flag"),
+    # Slow (each binary start is 10-15 s; the default run keeps three): .ci/run's slow step runs them.
+    pytest.param("train_embedding", ["--embedding_epochs=0"], "--embedding_epochs=0", marks=pytest.mark.slow),
+    pytest.param("tune_baseline", ["--method=gradient_descent"], "--method", marks=pytest.mark.slow),
+    pytest.param("compare", ["--results=a,b", "--max_test_drop=-1"], "--max_test_drop=-1", marks=pytest.mark.slow),
+    pytest.param("corpus", ["--corpus_dir=x", "--no_such_flag=1"], "no_such_flag", marks=pytest.mark.slow),
     ("pipeline", ["--no_such_flag=1"], "no_such_flag"),
 ], ids=["pipeline-num_children-0", "compress-max_accuracy_drop-2", "train_embedding-epochs-0",
         "tune_baseline-unknown-method", "compare-negative-drop", "corpus-unknown-flag", "pipeline-unknown-flag"])
@@ -359,6 +360,7 @@ def test_compare_with_a_missing_or_broken_result(tmp_path):
     assert not os.path.exists(tmp_path / "cmp")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("binary", ["compare", "generate_corpus"])
 def test_output_dir_below_a_file(binary, tmp_path):
     blocker = tmp_path / "a_file"
@@ -372,6 +374,7 @@ def test_output_dir_below_a_file(binary, tmp_path):
     assert blocker.read_text() == "not a directory"
 
 
+@pytest.mark.slow
 def test_output_dir_that_is_a_file(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
@@ -381,6 +384,7 @@ def test_output_dir_that_is_a_file(tmp_path):
     assert blocker.read_text() == "not a directory"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("binary, overwrite", [("compare", False), ("compare", True), ("generate_corpus", True)],
                          ids=["compare", "compare-overwrite", "generate_corpus-overwrite"])
 def test_a_directory_that_is_not_a_run_is_left_alone(binary, overwrite, tmp_path):
