@@ -443,9 +443,9 @@ def simplified(spec: ArchSpec) -> ArchSpec:
     pool, block, transition, dense...). In a run only the first ``bn`` and the first ``act`` of each
     activation are kept, in their order: ``gap, bn, act, act, bn, bn, act`` becomes ``gap, bn, act``. A
     repeated ReLU or ReLU6 computes nothing new, and a second batch norm normalises what is already
-    normalised. The latent search's decoder writes such runs (after global pooling especially: 7 batch norms and 12
-    activations in one decoded MobileNetV2 child), so candidates are simplified before they are scored,
-    counted and trained. Returns `spec` itself when nothing repeats.
+    normalised. The latent search's decoder writes such runs (after global pooling especially: 7 batch
+    norms and 12 activations in one decoded MobileNetV2 child), so candidates are simplified before they
+    are scored, counted and trained. Returns `spec` itself when nothing repeats.
     """
     kept: List[Layer] = []
     seen: set = set()

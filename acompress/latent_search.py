@@ -22,8 +22,8 @@ candidate.
 
 `search` then decodes the snapshots (masked: valid by construction), simplifies each
 (`archspec.simplified`: no batch norm or activation repeated between two computing
-layers), drops repeats and architectures already in the corpus (their proxy accuracy is known, they are not
-new), scores every candidate by re-encoding its decoded tokens (the prediction for
+layers), drops repeats and architectures already in the corpus (their proxy accuracy
+is known, they are not new), scores every candidate by re-encoding its decoded tokens (the prediction for
 the architecture itself, not for the off-manifold point that produced it), and
 counts its exact parameters and FLOPs from the spec.
 """
