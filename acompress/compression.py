@@ -115,6 +115,7 @@ class CompressConfig:
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
+        out["search"] = self.search.to_dict()
         if self.ablation == "none":  # the full method: the keys of runs made before ablations existed
             del out["ablation"]
         return out

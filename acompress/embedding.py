@@ -335,9 +335,15 @@ class Embedding:
         out = self.predictor(np.asarray(z, np.float32), training=False)
         return {key: np.asarray(value)[:, 0] for key, value in out.items()}
 
-    def decode(self, z) -> np.ndarray:
-        """Masked greedy decoding: token matrices that are valid by construction for `input_shape`."""
-        return self.tokenizer.masked_greedy_decode_batch(self.logits(z), self.input_shape)
+    def decode(self, z, masks: Optional[List[np.ndarray]] = None) -> np.ndarray:
+        """Masked greedy decoding: token matrices that are valid by construction for `input_shape`.
+
+        `masks` (per-field bool arrays [max_layers, V_f], e.g. `Tokenizer.skeleton_mask`) further
+        restrict the tokens each position may take."""
+        logits = self.logits(z)
+        if masks is not None:
+            logits = self.tokenizer.apply_mask(logits, masks)
+        return self.tokenizer.masked_greedy_decode_batch(logits, self.input_shape)
 
     def decode_raw(self, z) -> np.ndarray:
         """Unmasked argmax decoding (what the decoder alone says; may be invalid)."""

@@ -38,6 +38,8 @@ import tensorflow as tf
 from acompress import archspec
 from acompress import embedding as embedding_lib
 
+SKELETONS = ("free", "teacher")
+
 
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:
@@ -51,6 +53,9 @@ class SearchConfig:
         (the corpus' accuracy/size Pareto front, spread over sizes).
       trust_radius: largest root-mean-square distance of a code from its start.
       snapshot_every: a decoded snapshot of every code every this many steps.
+      skeleton: "free" decodes any architecture of the space; "teacher" decodes only children
+        of the teacher (its layers, each at most as wide and with at most its kernel:
+        `tokens.Tokenizer.skeleton_mask`), which inherit all of its layers by alignment.
     """
 
     steps: int = 400
@@ -59,8 +64,11 @@ class SearchConfig:
     num_starts: int = 8
     trust_radius: float = 0.6
     snapshot_every: int = 10
+    skeleton: str = "free"
 
     def __post_init__(self):
+        if self.skeleton not in SKELETONS:
+            raise ValueError(f"skeleton must be one of {', '.join(SKELETONS)}, got {self.skeleton!r}")
         object.__setattr__(self, "lambdas", tuple(float(v) for v in self.lambdas))
         if self.steps < 1 or self.snapshot_every < 1 or self.num_starts < 1:
             raise ValueError("steps, snapshot_every and num_starts must be >= 1")
@@ -70,7 +78,10 @@ class SearchConfig:
             raise ValueError(f"lambdas must be a non-empty list of numbers >= 0, got {self.lambdas}")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if self.skeleton == "free":  # the keys of runs made before the option existed
+            del out["skeleton"]
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,7 +236,8 @@ def search(embedding: embedding_lib.Embedding, teacher: archspec.ArchSpec, confi
     begin = time.perf_counter()
     snapshots = result["snapshots"]  # [S, N, L, C]
     flat = snapshots.reshape((-1,) + snapshots.shape[2:])
-    decoded = embedding.decode(flat)
+    masks = tokenizer.skeleton_mask(teacher_tokens) if config.skeleton == "teacher" else None
+    decoded = embedding.decode(flat, masks)
     first: Dict[bytes, int] = {}
     for index, tokens in enumerate(decoded):
         first.setdefault(tokens.tobytes(), index)

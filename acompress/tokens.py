@@ -459,6 +459,56 @@ class Tokenizer:
             return _Prefix(False, False, _block_out(kind, values["filters"]), height, width)
         return state  # bn, act, dropout, dense (flat: nothing left to track)
 
+    # -- the teacher's skeleton -------------------------------------------------
+    def skeleton_mask(self, template) -> List[np.ndarray]:
+        """Which tokens keep a decode a *child* of the spec `template` (a spec or its token matrix).
+
+        A child of the template has its layers, kinds and every field, except that it
+        may be narrower and use smaller kernels: ``filters`` and ``expansion`` take any
+        space value up to the template's, ``kernel`` any space value up to the
+        template's of the same parity where the window pads 'same' (or pads inside, as
+        the blocks and ``inverted`` do; pools keep theirs). Such a child inherits every
+        layer of the template by alignment (`inheritance`), as a pruned network does.
+        The legality masks still apply on top: where a residual block's identity
+        shortcut no longer matches its narrowed input, the decode takes a projection
+        shortcut (fresh weights) instead.
+
+        Returns:
+          per-field bool arrays [max_layers, vocab_sizes[f]], in `fields` order, to mask
+          logits with (`apply_mask`) before `masked_greedy_decode_batch`, which still
+          applies its own legality masks on top.
+        """
+        rows = self.encode(template) if isinstance(template, archspec.ArchSpec) else np.asarray(template, np.int32)
+        if rows.shape != self.shape:
+            raise archspec.SpecError(f"template has shape {rows.shape}, expected {self.shape}")
+        masks = [np.zeros((self.shape[0], size), dtype=bool) for size in self._vocab_sizes]
+        for position, row in enumerate(rows):
+            kind = None if int(row[0]) == PAD else self._values["kind"][int(row[0]) - FIRST_VALUE]
+            for column, field in enumerate(self._fields):
+                token = int(row[column])
+                masks[column][position, token] = True
+                if token < FIRST_VALUE or not self._shrinkable(kind, field, row):
+                    continue
+                value = self._values[field][token - FIRST_VALUE]
+                for other, candidate in enumerate(self._values[field]):
+                    if candidate <= value and (field != "kernel" or (value - candidate) % 2 == 0):
+                        masks[column][position, FIRST_VALUE + other] = True
+        return masks
+
+    def _shrinkable(self, kind: Optional[str], field: str, row: np.ndarray) -> bool:
+        if field in ("filters", "expansion"):
+            return True
+        if field != "kernel" or kind in ("maxpool", "avgpool"):
+            return False
+        if "padding" not in archspec.KIND_FIELDS[kind]:
+            return True  # the blocks and inverted pad 'same' inside
+        return self._values["padding"][int(row[self._field_index["padding"]]) - FIRST_VALUE] == "same"
+
+    @staticmethod
+    def apply_mask(logits: List[np.ndarray], masks: List[np.ndarray]) -> List[np.ndarray]:
+        """Per-field logits [batch, max_layers, V_f] with every token outside `masks` at -inf."""
+        return [np.where(mask[None], scores, -np.inf).astype(scores.dtype) for scores, mask in zip(logits, masks)]
+
     # -- greedy decoding -------------------------------------------------------
     def masked_greedy_decode(self, logits: LogitsLike, input_shape: Optional[Sequence[int]] = None) -> np.ndarray:
         """The token matrix that takes the highest-scoring legal token at every step.

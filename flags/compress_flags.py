@@ -31,6 +31,10 @@ def define_flags() -> None:
                        lower_bound=0.0)
     flags.DEFINE_integer("snapshot_every", search.snapshot_every, "Decode every code every this many steps.",
                          lower_bound=1)
+    flags.DEFINE_enum("search_skeleton", search.skeleton, list(latent_search.SKELETONS), "Which architectures the "
+                      "search may decode: free (any of the space) or teacher (only children of the teacher: its "
+                      "layers, each at most as wide and with at most its kernel, so every layer inherits by "
+                      "alignment, as a pruned network does).")
     flags.DEFINE_float("min_ratio", defaults.min_ratio, "Lowest rung of the finalist ladder when no "
                        "--target_ratio is given.", lower_bound=1.0)
     flags.DEFINE_float("rung_factor", defaults.rung_factor, "Ratio between successive rungs of the finalist "
@@ -53,7 +57,8 @@ def config_from_flags(flag_values) -> compression.CompressConfig:
     search = latent_search.SearchConfig(
         steps=flag_values.search_steps, learning_rate=flag_values.search_learning_rate,
         lambdas=[float(v) for v in flag_values.lambdas], num_starts=flag_values.num_starts,
-        trust_radius=flag_values.trust_radius, snapshot_every=flag_values.snapshot_every)
+        trust_radius=flag_values.trust_radius, snapshot_every=flag_values.snapshot_every,
+        skeleton=flag_values.search_skeleton)
     finalist = finalists.FinalistConfig(
         train=training_flags.train_config_from_flags(flag_values, prefix="finalist_"),
         distill=flag_values.finalist_distill, distill_alpha=flag_values.distill_alpha,

@@ -14,6 +14,7 @@ import pytest
 from acompress import child_training
 from acompress import corpus
 from acompress import corpus_generation
+from acompress import latent_search
 from acompress import sampler
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -392,3 +393,27 @@ def test_the_children_distribution_is_set_from_flags():
     default, changed = [sampler.SamplerConfig.from_dict(json.loads(line)) for line in result.stdout.splitlines()]
     assert default == sampler.SamplerConfig()  # no flag: the library's distribution, so corpora keep their keys
     assert changed == sampler.SamplerConfig(p_remove=0.0, width_jitter=2.0, p_kernel=0.5, max_ratio=32.0)
+
+
+_SEARCH_FROM_FLAGS = """
+import json, sys
+from absl import flags
+from acompress.binaries import compress
+from acompress.flags import compress_flags
+compress.define_flags()
+for args in json.loads(sys.argv[1]):
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["binary", "--output_dir=/unused", *args])
+    print(json.dumps(compress_flags.config_from_flags(flags.FLAGS).search.to_dict()))
+"""
+
+
+def test_the_search_skeleton_is_set_from_flags():
+    cases = [[], ["--search_skeleton=teacher"]]
+    result = subprocess.run([sys.executable, "-c", _SEARCH_FROM_FLAGS, json.dumps(cases)], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, describe(result)
+    default, teacher = [json.loads(line) for line in result.stdout.splitlines()]
+    assert default == json.loads(json.dumps(latent_search.SearchConfig().to_dict()))  # the library defaults
+    assert "skeleton" not in default  # so runs made before the flag keep their keys
+    assert teacher == dict(default, skeleton="teacher")

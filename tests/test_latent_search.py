@@ -1,5 +1,6 @@
 """The latent search loop: objective goes down, codes stay in the trust region, every candidate is valid."""
 
+import dataclasses
 import os
 
 import keras
@@ -117,3 +118,29 @@ def test_choose_starts_teacher_first_then_front(stored_corpus, emb, teacher):
     assert all(rows[s.tobytes()] in front for s in starts[1:])
     only_teacher = latent_search.choose_starts(teacher_tokens, stored_corpus.tokens[:0], np.zeros(0), np.zeros(0), 4)
     assert len(only_teacher) == 1
+
+
+def test_teacher_skeleton_search_finds_only_aligned_children_of_the_teacher(emb, teacher, stored_corpus, result):
+    from acompress import inheritance
+    from tests.test_tokens import assert_child_of
+    config = dataclasses.replace(FAST, skeleton="teacher")
+    assert config.to_dict()["skeleton"] == "teacher" and "skeleton" not in FAST.to_dict()  # old keys unchanged
+    found = latent_search.search(emb, teacher, config, corpus_tokens=stored_corpus.tokens,
+                                 corpus_params=stored_corpus.params, corpus_accuracy=stored_corpus.val_accuracy)
+    assert found["candidates"], "the skeleton search found nothing"
+    teacher_params = teacher.count_params((8, 8, 1), 10)
+    for candidate in found["candidates"]:
+        assert_child_of(candidate.spec, teacher)
+        assert None not in inheritance.align(teacher, candidate.spec)  # every layer inherits by alignment
+        assert candidate.params < teacher_params
+
+    def is_child(spec):
+        try:
+            assert_child_of(spec, teacher)
+        except AssertionError:
+            return False
+        return True
+
+    assert not all(is_child(c.spec) for c in result["candidates"])  # the free search does leave the skeleton
+    with pytest.raises(ValueError, match="skeleton"):
+        latent_search.SearchConfig(skeleton="student")

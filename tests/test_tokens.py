@@ -657,3 +657,61 @@ def test_greedy_decode_without_same_padding_has_no_dead_ends(space):
     assert "same" not in paddings
     assert kinds & set(NEW_KINDS)
     _decode_many(space, (3, 5, 2), 40, 4)
+
+
+# -- the teacher's skeleton (latent search with skeleton="teacher") ----------------------------------------------
+def assert_child_of(child: a.ArchSpec, teacher: a.ArchSpec):
+    """Same layers, kinds and fields, except narrower widths / expansions, smaller same-padded kernels, and a
+    projection where an identity shortcut no longer matches the narrowed channels."""
+    assert len(child) == len(teacher)
+    for mine, theirs in zip(child, teacher):
+        assert mine.kind == theirs.kind
+        for field in a.KIND_FIELDS[theirs.kind]:
+            value, reference = getattr(mine, field), getattr(theirs, field)
+            if field in ("filters", "expansion"):
+                assert value <= reference
+            elif field == "kernel" and value != reference:
+                assert value < reference and (reference - value) % 2 == 0
+                assert theirs.kind not in ("maxpool", "avgpool") and theirs.padding in (None, "same")
+            elif field == "shortcut" and value != reference:  # a narrowed identity block needs a projection
+                assert (value, reference) == ("projection", "identity")
+            else:
+                assert value == reference, (field, mine, theirs)
+
+
+@pytest.mark.parametrize("space,teacher", [
+    (tokens.Tokenizer().space, a.ArchSpec([a.conv(64, 5), a.bn(), a.act(), a.maxpool(), a.conv(32, 3, 2, "valid"),
+                                           a.act(), a.dropout(0.25), a.gap(), a.dense(64), a.act()])),
+    (FULL, a.ArchSpec([a.conv(16, 3, 2, 1), a.inverted(16, 6), a.inverted(24, 6, 2), a.sepconv(32, 5),
+                       a.dwconv(3), a.gap()])),
+    (SMALL, extra_specs()["blocks"]),
+])
+def test_skeleton_decodes_only_children_of_the_teacher(space, teacher):
+    tokenizer = tokens.Tokenizer(space)
+    masks = tokenizer.skeleton_mask(teacher)
+    assert [m.shape for m in masks] == [(tokenizer.shape[0], size) for size in tokenizer.vocab_sizes]
+    rng = np.random.default_rng(11)
+    logits = [np.stack([random_logits(tokenizer, rng)[c] for _ in range(40)]) for c in range(len(tokenizer.fields))]
+    decoded = tokenizer.masked_greedy_decode_batch(tokenizer.apply_mask(logits, masks), specs.CIFAR_SHAPE)
+    narrower = 0
+    for matrix in decoded:
+        child = assert_valid_decode(tokenizer, matrix, specs.CIFAR_SHAPE)
+        assert_child_of(child, teacher)
+        narrower += child.hash != teacher.hash
+    assert narrower > 30  # random scores do pick other widths: the mask is not just the teacher
+    # The teacher itself passes its own mask, so one-hot scores of the teacher decode to the teacher.
+    matrix = tokenizer.encode(teacher)
+    assert all(mask[np.arange(len(matrix)), matrix[:, c]].all() for c, mask in enumerate(masks))
+
+
+def test_skeleton_mask_keeps_fixed_fields_and_shrinks_widths(tok):
+    teacher = a.ArchSpec([a.conv(32, 5, 1, "valid"), a.conv(16, 3), a.maxpool(3, 2), a.gap()])
+    masks = tok.skeleton_mask(teacher)
+    allowed = lambda field, position: [tok.vocabulary(field)[t] for t in np.flatnonzero(masks[col(field)][position])]
+    assert allowed("filters", 0) == [v for v in SMALL.filters if v <= 32]
+    assert allowed("kernel", 0) == [5]  # 'valid' padding: a smaller kernel would change the map size
+    assert allowed("kernel", 1) == [v for v in SMALL.kernels if v <= 3 and v % 2 == 1]
+    assert allowed("kernel", 2) == [3] and allowed("stride", 1) == [1] and allowed("kind", 3) == ["gap"]
+    assert allowed("kind", 4) == ["<pad>"] and allowed("filters", 3) == ["<na>"]
+    with pytest.raises(a.SpecError):
+        tok.skeleton_mask(np.zeros((3, 3), np.int32))
