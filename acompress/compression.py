@@ -277,13 +277,38 @@ def refine(embedding: embedding_lib.Embedding, pool: Pool, records: embedding_tr
 
 # -- the stage ------------------------------------------------------------------------------
 
+@dataclasses.dataclass
+class CompressResult:
+    """What `compress` found and trained.
+
+    Attributes:
+      chosen: the chosen finalist (step 5 of the module docstring).
+      finalists: every finalist, in ladder order.
+      finalist_pool_indices: each finalist's index in `pool`.
+      pool: every candidate, with its prediction and (refined ones) measured proxy accuracy.
+      searches: per search round, `latent_search.SearchResult.diagnostics()`.
+      timings: seconds per stage ("search_1", "refine_1", ..., "finalists").
+      target_met: whether the chosen network meets every target.
+      teacher_params: the teacher's parameter count every ratio is taken against.
+    """
+
+    chosen: finalists_lib.FinalistResult
+    finalists: List[finalists_lib.FinalistResult]
+    finalist_pool_indices: List[int]
+    pool: Pool
+    searches: List[dict]
+    timings: Dict[str, float]
+    target_met: bool
+    teacher_params: int
+
+
 def compress(embedding: embedding_lib.Embedding, stored_corpus: corpus_lib.Corpus, teacher_spec: archspec.ArchSpec,
              teacher_metrics: dict, splits: data.Splits, data_config: data.DataConfig, config: CompressConfig, *,
              seed: int, proxy_splits: Optional[data.SearchSplits] = None,
              teacher_model: Optional[keras.Model] = None,
              on_finalist: Optional[Callable[[finalists_lib.FinalistResult], None]] = None,
              trained_finalists: Sequence[finalists_lib.FinalistResult] = (),
-             strategy=None) -> Dict[str, object]:
+             strategy=None) -> CompressResult:
     """Runs search, refinement, finalist training and the choice; returns everything the report needs.
 
     Args:
@@ -302,8 +327,7 @@ def compress(embedding: embedding_lib.Embedding, stored_corpus: corpus_lib.Corpu
         one device; the latent search and the embedding's fine-tuning always run on one).
 
     Returns:
-      dict with "chosen" (FinalistResult), "finalists", "pool" (Pool), "searches" (per-round
-      diagnostics), "timings" (seconds per stage), "target_met" (bool), "teacher_params".
+      a `CompressResult`.
 
     Raises:
       TargetUnreachableError: no candidate reaches ``target_ratio``.
@@ -334,8 +358,8 @@ def compress(embedding: embedding_lib.Embedding, stored_corpus: corpus_lib.Corpu
                               teacher_model=teacher_model, on_result=on_finalist, strategy=strategy)
     timings["finalists"] = time.perf_counter() - start
     chosen, met = choose(results, teacher_metrics, config, teacher_params)
-    return {"chosen": chosen, "finalists": results, "finalist_pool_indices": picked, "pool": pool,
-            "searches": searches, "timings": timings, "target_met": met, "teacher_params": teacher_params}
+    return CompressResult(chosen=chosen, finalists=list(results), finalist_pool_indices=list(picked), pool=pool,
+                          searches=searches, timings=timings, target_met=bool(met), teacher_params=teacher_params)
 
 
 def _check_refinable(proxy_entry: dict, teacher_model: Optional[keras.Model], strategy) -> None:
@@ -372,14 +396,12 @@ def _search_rounds(embedding: embedding_lib.Embedding, pool: Pool, records: embe
                                      corpus_params=records.params, corpus_accuracy=records.val_accuracy,
                                      optimiser=optimiser)
         timings[f"search_{round_index + 1}"] = time.perf_counter() - start
-        for candidate in found["candidates"]:
+        for candidate in found.candidates:
             pool.add(candidate.spec, candidate.params, candidate.flops, candidate.predicted_accuracy,
                      f"search round {round_index + 1}")
-        diagnostics = {k: v for k, v in found.items() if k != "candidates"}
-        diagnostics["candidates"] = len(found["candidates"])
-        searches.append(diagnostics)
+        searches.append(found.diagnostics())
         logging.info("search round %d: %d new candidates (%d in the pool), loop %.2f s", round_index + 1,
-                     len(found["candidates"]), len(pool), found["seconds"])
+                     len(found.candidates), len(pool), found.seconds)
     return searches
 
 

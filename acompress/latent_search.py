@@ -20,7 +20,8 @@ architecture it passes through -- the step size does not have to be tuned to the
 point where the decoded architecture changes: each change along the way becomes a
 candidate.
 
-`search` then decodes the snapshots (masked: valid by construction), simplifies each
+`search` then decodes the snapshots (masked: valid by construction; with
+``skeleton="teacher"`` also held to children of the teacher), simplifies each
 (`archspec.simplified`: no batch norm or activation repeated between two computing
 layers), drops repeats and architectures already in the corpus (their proxy accuracy
 is known, they are not new), scores every candidate by re-encoding its decoded tokens (the prediction for
@@ -109,6 +110,41 @@ class Candidate:
         return {"spec": self.spec.to_dict(), "spec_hash": self.spec.hash, "params": self.params, "flops": self.flops,
                 "predicted_accuracy": self.predicted_accuracy, "predicted_log_params": self.predicted_log_params,
                 "start": self.start, "lambda": self.lam, "step": self.step}
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    """What one latent search found, and how it went.
+
+    Attributes:
+      candidates: new architectures only (not the teacher, not in the corpus), sorted by params.
+      teacher_prediction: {"accuracy", "log_params"} the heads give the teacher.
+      starts: codes started from; codes: starts x lambdas.
+      objective_first, objective_last: the objective at the first and last step (mean over codes).
+      max_radius: the largest RMS distance any final code reached from its start.
+      seconds: the loop; decode_seconds: decoding, simplifying, scoring and counting.
+      decoded: snapshots decoded; distinct: distinct (simplified) decodes; in_corpus: those already in
+        the corpus (or the teacher), dropped.
+    """
+
+    candidates: List[Candidate]
+    teacher_prediction: Dict[str, float]
+    starts: int
+    codes: int
+    objective_first: float
+    objective_last: float
+    max_radius: float
+    seconds: float
+    decode_seconds: float
+    decoded: int
+    distinct: int
+    in_corpus: int
+
+    def diagnostics(self) -> dict:
+        """Everything but the candidates, which are counted: the report's per-round entry."""
+        out = {field.name: getattr(self, field.name) for field in dataclasses.fields(self) if field.name != "candidates"}
+        out["candidates"] = len(self.candidates)
+        return out
 
 
 def make_optimiser(embedding: embedding_lib.Embedding, jit_compile: bool = False):
@@ -204,18 +240,9 @@ def choose_starts(teacher_tokens: np.ndarray, corpus_tokens: np.ndarray, corpus_
 
 def search(embedding: embedding_lib.Embedding, teacher: archspec.ArchSpec, config: SearchConfig, *,
            corpus_tokens: Optional[np.ndarray] = None, corpus_params: Optional[np.ndarray] = None,
-           corpus_accuracy: Optional[np.ndarray] = None, optimiser=None) -> Dict[str, object]:
-    """Runs the latent search from the teacher (and corpus starts); returns candidates and diagnostics.
-
-    Returns a dict: "candidates" (list of `Candidate`, new architectures only, sorted by
-    params), "teacher_prediction" {"accuracy", "log_params"}, "starts" (number),
-    "codes" (starts x lambdas), "objective_first" / "objective_last" (mean over codes),
-    "max_radius" (largest RMS distance any final code reached), "seconds" (the loop),
-    "decode_seconds", "decoded" (snapshots decoded), "distinct" (distinct decodes),
-    "in_corpus" (decodes already in the corpus, dropped).
-    """
+           corpus_accuracy: Optional[np.ndarray] = None, optimiser=None) -> SearchResult:
+    """Runs the latent search from the teacher (and corpus starts): its candidates and diagnostics."""
     tokenizer = embedding.tokenizer
-    input_shape, num_classes = embedding.input_shape, embedding.num_classes
     teacher_tokens = tokenizer.encode(teacher)
     empty = np.zeros((0,) + tokenizer.shape, np.int32)
     corpus_tokens = empty if corpus_tokens is None else np.asarray(corpus_tokens, np.int32)
@@ -226,24 +253,44 @@ def search(embedding: embedding_lib.Embedding, teacher: archspec.ArchSpec, confi
     starts_z = embedding.encode(starts_tokens)
     lambdas = np.asarray(config.lambdas, np.float32)
     z0 = np.repeat(starts_z, len(lambdas), axis=0)
-    code_lambdas = np.tile(lambdas, len(starts_z))
     code_starts = np.repeat(np.arange(len(starts_z)), len(lambdas))
 
     begin = time.perf_counter()
-    result = run_loop(embedding, z0, code_lambdas, config, optimiser)
+    result = run_loop(embedding, z0, np.tile(lambdas, len(starts_z)), config, optimiser)
     loop_seconds = time.perf_counter() - begin
 
     begin = time.perf_counter()
     snapshots = result["snapshots"]  # [S, N, L, C]
-    flat = snapshots.reshape((-1,) + snapshots.shape[2:])
+    known = {t.tobytes() for t in corpus_tokens} | {teacher_tokens.tobytes()}
     masks = tokenizer.skeleton_mask(teacher_tokens) if config.skeleton == "teacher" else None
+    new, decoded, distinct, in_corpus = _new_architectures(embedding, snapshots, known, masks)
+    candidates = _candidates(embedding, new, snapshots.shape[1], code_starts, config)
+    decode_seconds = time.perf_counter() - begin
+
+    teacher_prediction = embedding.predict(embedding.encode(teacher_tokens[None]))
+    distance = np.sqrt(np.mean(np.square(result["final"] - z0), axis=(1, 2)))
+    return SearchResult(
+        candidates=candidates, teacher_prediction={k: float(v[0]) for k, v in teacher_prediction.items()},
+        starts=int(len(starts_z)), codes=int(len(z0)), objective_first=float(np.mean(result["objective"][0])),
+        objective_last=float(np.mean(result["objective"][-1])), max_radius=float(distance.max()),
+        seconds=loop_seconds, decode_seconds=decode_seconds, decoded=decoded, distinct=distinct,
+        in_corpus=in_corpus)
+
+
+def _new_architectures(embedding: embedding_lib.Embedding, snapshots: np.ndarray, known: set,
+                       masks: Optional[List[np.ndarray]]):
+    """Decodes every snapshot [S, N, L, C]; returns (new, decoded, distinct, in_corpus), where new lists
+    (first snapshot index, simplified spec, its tokens) for each distinct architecture not in `known`.
+
+    Every distinct decode is simplified (the decoder repeats batch norms and activations) and
+    re-encoded: two decodes that differ only in such repeats are one candidate, scored as it will be
+    built."""
+    tokenizer = embedding.tokenizer
+    flat = snapshots.reshape((-1,) + snapshots.shape[2:])
     decoded = embedding.decode(flat, masks)
     first: Dict[bytes, int] = {}
     for index, tokens in enumerate(decoded):
         first.setdefault(tokens.tobytes(), index)
-    # Every distinct decode, simplified (the decoder repeats batch norms and activations) and re-encoded:
-    # two decodes that differ only in such repeats are one candidate, scored as it will be built.
-    known = {t.tobytes() for t in corpus_tokens} | {teacher_tokens.tobytes()}
     seen: Dict[bytes, Optional[Tuple[int, archspec.ArchSpec, np.ndarray]]] = {}
     in_corpus = 0
     for index, spec in zip(first.values(), tokenizer.decode_batch(decoded[list(first.values())])):
@@ -254,28 +301,25 @@ def search(embedding: embedding_lib.Embedding, teacher: archspec.ArchSpec, confi
             in_corpus += key in known
             seen[key] = None if key in known else (index, spec, tokens)
     new = [entry for entry in seen.values() if entry is not None]
-    candidates: List[Candidate] = []
-    if new:
-        new_indices, specs, new_tokens = zip(*new)
-        predicted = embedding.predict(embedding.encode(np.stack(new_tokens)))
-        n_codes = snapshots.shape[1]
-        for j, (index, spec) in enumerate(zip(new_indices, specs)):
-            snapshot, code = divmod(index, n_codes)
-            candidates.append(Candidate(
-                spec=spec, params=spec.count_params(input_shape, num_classes),
-                flops=spec.count_flops(input_shape, num_classes),
-                predicted_accuracy=float(predicted["accuracy"][j]),
-                predicted_log_params=float(predicted["log_params"][j]), start=int(code_starts[code]),
-                lam=config.lambdas[code % len(config.lambdas)], step=int(snapshot * config.snapshot_every)))
-    candidates.sort(key=lambda c: (c.params, -c.predicted_accuracy))
-    decode_seconds = time.perf_counter() - begin
+    return new, int(len(flat)), int(len(seen)), int(in_corpus)
 
-    teacher_prediction = embedding.predict(embedding.encode(teacher_tokens[None]))
-    distance = np.sqrt(np.mean(np.square(result["final"] - z0), axis=(1, 2)))
-    return {"candidates": candidates,
-            "teacher_prediction": {k: float(v[0]) for k, v in teacher_prediction.items()},
-            "starts": int(len(starts_z)), "codes": int(len(z0)),
-            "objective_first": float(np.mean(result["objective"][0])),
-            "objective_last": float(np.mean(result["objective"][-1])),
-            "max_radius": float(distance.max()), "seconds": loop_seconds, "decode_seconds": decode_seconds,
-            "decoded": int(len(flat)), "distinct": int(len(seen)), "in_corpus": int(in_corpus)}
+
+def _candidates(embedding: embedding_lib.Embedding, new, n_codes: int, code_starts: np.ndarray,
+                config: SearchConfig) -> List[Candidate]:
+    """`Candidate`s of the new architectures, scored on their re-encoded tokens, sorted by params."""
+    if not new:
+        return []
+    input_shape, num_classes = embedding.input_shape, embedding.num_classes
+    new_indices, specs, new_tokens = zip(*new)
+    predicted = embedding.predict(embedding.encode(np.stack(new_tokens)))
+    candidates = []
+    for j, (index, spec) in enumerate(zip(new_indices, specs)):
+        snapshot, code = divmod(index, n_codes)
+        candidates.append(Candidate(
+            spec=spec, params=spec.count_params(input_shape, num_classes),
+            flops=spec.count_flops(input_shape, num_classes),
+            predicted_accuracy=float(predicted["accuracy"][j]),
+            predicted_log_params=float(predicted["log_params"][j]), start=int(code_starts[code]),
+            lam=config.lambdas[code % len(config.lambdas)], step=int(snapshot * config.snapshot_every)))
+    candidates.sort(key=lambda c: (c.params, -c.predicted_accuracy))
+    return candidates

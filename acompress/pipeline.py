@@ -200,13 +200,13 @@ def compress_stage(run_dir: str, compress_dir: str, embedding: embedding_lib.Emb
         proxy_splits=(proxy_splits or splits).for_search(), teacher_model=stage.model,
         on_finalist=lambda result: _append_finalist(finalists_path, result), trained_finalists=earlier,
         strategy=strategy)
-    chosen: finalists_lib.FinalistResult = outcome["chosen"]
+    chosen: finalists_lib.FinalistResult = outcome.chosen
     if chosen.model is None:  # trained by an earlier, interrupted run: train it again from its seed
         logging.info("retraining the chosen network %s (its model was not kept by the interrupted run)",
                      chosen.spec.hash)
         chosen = finalists_lib.train_finalists([chosen.spec], splits, data_config, config.finalist, seed=seed,
                                                teacher_model=stage.model, strategy=strategy)[0]
-    timings = dict(outcome["timings"])
+    timings = dict(outcome.timings)
     begin = time.perf_counter()
     norm = splits.info.normalisation
     raw_sample = splits.x_test[:64] * np.asarray(norm.std, np.float32) + np.asarray(norm.mean, np.float32)
@@ -233,9 +233,9 @@ def _network(result: finalists_lib.FinalistResult, teacher_params: int, pool: co
 
 def make_report(run_dir, compress_dir, outcome, chosen, stage, stored, embedding, config, exported, timings,
                 resolved_config) -> dict:
-    teacher_params = outcome["teacher_params"]
+    teacher_params = outcome.teacher_params
     metrics = stage.metrics
-    pool: compression.Pool = outcome["pool"]
+    pool: compression.Pool = outcome.pool
     proxy_epochs = int(stored.metadata["proxy"]["epochs"])
     refined = sum(m is not None for m in pool.measured)
     stage_times = read_timings(run_dir)
@@ -247,15 +247,15 @@ def make_report(run_dir, compress_dir, outcome, chosen, stage, stored, embedding
                     "val_accuracy": metrics["val_accuracy"], "test_accuracy": metrics["test_accuracy"]},
         "chosen": _network(chosen, teacher_params, pool),
         "targets": {"target_ratio": config.target_ratio, "max_accuracy_drop": config.max_accuracy_drop,
-                    "met": bool(outcome["target_met"]),
+                    "met": outcome.target_met,
                     "test_accuracy_drop": metrics["test_accuracy"] - chosen.test_accuracy,
                     "val_accuracy_drop": metrics["val_accuracy"] - chosen.val_accuracy},
-        "finalists": [_network(r, teacher_params, pool) for r in outcome["finalists"]],
-        "searches": outcome["searches"],
+        "finalists": [_network(r, teacher_params, pool) for r in outcome.finalists],
+        "searches": outcome.searches,
         "candidates": len(pool),
         "budget": {"child_epochs": corpus_child_epochs + refined * proxy_epochs,
                    "corpus_child_epochs": corpus_child_epochs, "refinement_children": refined,
-                   "finalist_epochs": int(sum(r.epochs for r in outcome["finalists"])),
+                   "finalist_epochs": int(sum(r.epochs for r in outcome.finalists)),
                    "wall_seconds": stage_times.get("corpus", 0.0) + stage_times.get("embedding", 0.0) + search_seconds,
                    "note": "wall_seconds = corpus + embedding + search/refinement (the search budget; finalist "
                            "training is reported apart, as for every method)"},
@@ -273,9 +273,9 @@ def make_report(run_dir, compress_dir, outcome, chosen, stage, stored, embedding
     return report
 
 
-def plot_report(path: str, report: dict, stored: corpus_lib.Corpus, outcome: dict, title: str) -> str:
+def plot_report(path: str, report: dict, stored: corpus_lib.Corpus, outcome: compression.CompressResult, title: str) -> str:
     """Accuracy vs. parameters: corpus (proxy), candidates (predicted), finalists, chosen and teacher (validation)."""
-    pool: compression.Pool = outcome["pool"]
+    pool: compression.Pool = outcome.pool
     ok = stored.select(["ok"])
     first = ok.replicate == 0
     figure, axes = plots.new_figure((8, 5))

@@ -81,7 +81,7 @@ def test_loop_is_traced_once_for_repeated_calls(emb):
 
 
 def test_candidates_are_valid_new_and_exactly_counted(result, emb, stored_corpus):
-    candidates = result["candidates"]
+    candidates = result.candidates
     assert candidates, "the search found nothing"
     known = {t.tobytes() for t in stored_corpus.tokens}
     hashes = [c.spec.hash for c in candidates]
@@ -93,11 +93,11 @@ def test_candidates_are_valid_new_and_exactly_counted(result, emb, stored_corpus
         assert candidate.params == candidate.spec.count_params((8, 8, 1), 10)
         assert candidate.flops == candidate.spec.count_flops((8, 8, 1), 10)
         assert archspec.simplified(candidate.spec) is candidate.spec  # no repeated bn / act left
-        assert 0 <= candidate.start < result["starts"] and candidate.lam in FAST.lambdas
+        assert 0 <= candidate.start < result.starts and candidate.lam in FAST.lambdas
     assert [c.params for c in candidates] == sorted(c.params for c in candidates)
-    assert result["codes"] == result["starts"] * len(FAST.lambdas)
-    assert result["max_radius"] <= FAST.trust_radius + 1e-5
-    assert result["objective_last"] < result["objective_first"]
+    assert result.codes == result.starts * len(FAST.lambdas)
+    assert result.max_radius <= FAST.trust_radius + 1e-5
+    assert result.objective_last < result.objective_first
 
 
 def test_pareto_front():
@@ -127,9 +127,9 @@ def test_teacher_skeleton_search_finds_only_aligned_children_of_the_teacher(emb,
     assert config.to_dict()["skeleton"] == "teacher" and "skeleton" not in FAST.to_dict()  # old keys unchanged
     found = latent_search.search(emb, teacher, config, corpus_tokens=stored_corpus.tokens,
                                  corpus_params=stored_corpus.params, corpus_accuracy=stored_corpus.val_accuracy)
-    assert found["candidates"], "the skeleton search found nothing"
+    assert found.candidates, "the skeleton search found nothing"
     teacher_params = teacher.count_params((8, 8, 1), 10)
-    for candidate in found["candidates"]:
+    for candidate in found.candidates:
         assert_child_of(candidate.spec, teacher)
         assert None not in inheritance.align(teacher, candidate.spec)  # every layer inherits by alignment
         assert candidate.params < teacher_params
@@ -141,6 +141,6 @@ def test_teacher_skeleton_search_finds_only_aligned_children_of_the_teacher(emb,
             return False
         return True
 
-    assert not all(is_child(c.spec) for c in result["candidates"])  # the free search does leave the skeleton
+    assert not all(is_child(c.spec) for c in result.candidates)  # the free search does leave the skeleton
     with pytest.raises(ValueError, match="skeleton"):
         latent_search.SearchConfig(skeleton="student")
