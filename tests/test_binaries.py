@@ -372,48 +372,41 @@ def test_only_the_packages_own_errors_lose_their_traceback():
         assert _cli._raised_by_the_package(caught.value) is ours
 
 
-_SAMPLER_FROM_FLAGS = """
+_CONFIG_FROM_FLAGS = """
 import json, sys
 from absl import flags
-from acompress.binaries import generate_corpus
-from acompress.flags import corpus_flags
-generate_corpus.define_flags()
+from acompress.binaries import {binary}
+from acompress.flags import {group}
+{binary}.define_flags()
 for args in json.loads(sys.argv[1]):
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["binary", "--output_dir=/unused", *args])
-    print(json.dumps(corpus_flags.corpus_config_from_flags(flags.FLAGS).sampler.to_dict()))
+    print(json.dumps({expression}.to_dict()))
 """
+
+
+def configs_from_flags(binary, group, expression, cases):
+    """`expression(flags.FLAGS).to_dict()` in a fresh process, after `binary`'s flags parse each case."""
+    script = _CONFIG_FROM_FLAGS.format(binary=binary, group=group, expression=expression)
+    result = subprocess.run([sys.executable, "-c", script, json.dumps(cases)], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, describe(result)
+    return [json.loads(line) for line in result.stdout.splitlines()]
 
 
 def test_the_children_distribution_is_set_from_flags():
     cases = [[], ["--p_remove=0", "--width_jitter=2", "--p_kernel=0.5", "--max_ratio=32"]]
-    result = subprocess.run([sys.executable, "-c", _SAMPLER_FROM_FLAGS, json.dumps(cases)], cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, describe(result)
-    default, changed = [sampler.SamplerConfig.from_dict(json.loads(line)) for line in result.stdout.splitlines()]
+    printed = configs_from_flags("generate_corpus", "corpus_flags",
+                                 "corpus_flags.corpus_config_from_flags(flags.FLAGS).sampler", cases)
+    default, changed = [sampler.SamplerConfig.from_dict(entry) for entry in printed]
     assert default == sampler.SamplerConfig()  # no flag: the library's distribution, so corpora keep their keys
     assert changed == sampler.SamplerConfig(p_remove=0.0, width_jitter=2.0, p_kernel=0.5, max_ratio=32.0)
 
 
-_SEARCH_FROM_FLAGS = """
-import json, sys
-from absl import flags
-from acompress.binaries import compress
-from acompress.flags import compress_flags
-compress.define_flags()
-for args in json.loads(sys.argv[1]):
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["binary", "--output_dir=/unused", *args])
-    print(json.dumps(compress_flags.config_from_flags(flags.FLAGS).search.to_dict()))
-"""
-
-
 def test_the_search_skeleton_is_set_from_flags():
     cases = [[], ["--search_skeleton=teacher"]]
-    result = subprocess.run([sys.executable, "-c", _SEARCH_FROM_FLAGS, json.dumps(cases)], cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, describe(result)
-    default, teacher = [json.loads(line) for line in result.stdout.splitlines()]
+    default, teacher = configs_from_flags("compress", "compress_flags",
+                                          "compress_flags.config_from_flags(flags.FLAGS).search", cases)
     assert default == json.loads(json.dumps(latent_search.SearchConfig().to_dict()))  # the library defaults
     assert "skeleton" not in default  # so runs made before the flag keep their keys
     assert teacher == dict(default, skeleton="teacher")
