@@ -30,7 +30,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from acompress import archspec
 from acompress import corpus as corpus_lib
 from acompress import distribution
 from acompress import embedding as embedding_lib
@@ -38,7 +37,6 @@ from acompress import progress
 from acompress import ranking
 from acompress import rundir
 from acompress import sampler
-from acompress import search_space
 from acompress import tokens as tokens_lib
 
 METRICS_FILE = "metrics.json"
@@ -242,18 +240,16 @@ def labelled_squared_error(y_true, y_pred):
 
 def unlabeled_records(corpus: corpus_lib.Corpus, count: int, exclude: Sequence[bytes] = ()) -> Records:
     """`count` more children from the corpus' own sampler (no accuracy: NaN), minus `exclude` hashes."""
-    metadata = corpus.metadata
-    empty_tokens = tuple(metadata["tokens_shape"])
+    meta = corpus.meta
+    empty_tokens = tuple(meta.tokens_shape)
     if count <= 0:
         return Records.empty(empty_tokens)
-    teacher = archspec.ArchSpec.from_dict(metadata["teacher"]["spec"])
-    space = search_space.SearchSpace.from_dict(metadata["search_space"]["config"])
-    info = metadata["dataset"]["info"]
-    config = sampler.SamplerConfig.from_dict(metadata["sampler"])
-    first = int(metadata["num_children"])
-    children = sampler.sample_children(teacher, input_shape=info["input_shape"], num_classes=info["num_classes"],
-                                       count=first + count, seed=int(metadata["seed"]), space=space,
-                                       config=config)[first:]
+    space = meta.search_space
+    info = meta.dataset_info
+    first = meta.num_children
+    children = sampler.sample_children(meta.teacher_spec, input_shape=info["input_shape"],
+                                       num_classes=info["num_classes"], count=first + count, seed=meta.seed,
+                                       space=space, config=meta.sampler_config)[first:]
     excluded = {h.decode() if isinstance(h, bytes) else str(h) for h in exclude}
     children = [child for child in children if child.hash not in excluded]
     tokenizer = tokens_lib.Tokenizer(space)
@@ -358,8 +354,8 @@ def train(corpus: corpus_lib.Corpus, output_dir: str, model_config: embedding_li
             return embedding_lib.Embedding.load(output_dir), rundir.read_json(metrics_path)
     tf.io.gfile.makedirs(output_dir)
 
-    tokenizer = tokens_lib.Tokenizer(search_space.SearchSpace.from_dict(corpus.metadata["search_space"]["config"]))
-    info = corpus.metadata["dataset"]["info"]
+    tokenizer = tokens_lib.Tokenizer(corpus.meta.search_space)
+    info = corpus.meta.dataset_info
     records = corpus.as_dataset(("ok",))
     train_records, heldout_records = split(records, train_config)
     train_arrays = Records.from_dataset(train_records, tokenizer.shape)
@@ -401,7 +397,7 @@ def train(corpus: corpus_lib.Corpus, output_dir: str, model_config: embedding_li
     embedding = embedding_lib.Embedding(model, tokenizer, input_shape=info["input_shape"],
                                         num_classes=info["num_classes"], targets=targets, config=model_config,
                                         extra={"corpus_dir": corpus.corpus_dir,
-                                               "teacher_hash": corpus.metadata["teacher"]["hash"]})
+                                               "teacher_hash": corpus.meta.teacher_hash})
     embedding.save(output_dir)
     val_losses = history.history.get("val_loss", [])
     metrics = {"train_seconds": seconds, "epochs_run": len(history.history.get("loss", [])),
