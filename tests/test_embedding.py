@@ -1,5 +1,5 @@
-"""The embedding model: layers, save/reload equality, normalisation, masked decoding, repair; the unlabelled
-architectures its training adds from a corpus' sampler."""
+"""The embedding model: layers, save/reload equality, normalisation, masked decoding, repair; the records its
+training reads from a corpus."""
 
 import os
 
@@ -162,3 +162,16 @@ def test_unlabeled_records_continue_the_corpus_sampler():
     assert extra.params.tolist() == [child.count_params(info["input_shape"], info["num_classes"]) for child in expected]
     fewer = embedding_training.unlabeled_records(stored, 4, exclude=[extra.spec_hash[0]])
     assert expected[0].hash not in {h.decode() for h in fewer.spec_hash} and len(fewer) < 4
+
+
+def test_training_records_split_the_ok_records_by_hash_and_add_unlabelled_ones(tokenizer):
+    stored = corpus.read_corpus(CORPUS_DIR)
+    config = embedding_training.EmbeddingTrainConfig(unlabeled_architectures=3)
+    records = embedding_training._training_records(stored, tokenizer, config)  # pylint: disable=protected-access
+    assert len(records.train) + len(records.heldout) == len(stored.ok()) and len(records.heldout) >= 1
+    assert not set(records.train.spec_hash.tolist()) & set(records.heldout.spec_hash.tolist())
+    assert len(records.extra) == 3 and records.train_size == len(records.train) + 3
+    assert records.targets == embedding.TargetStats.from_targets(records.train.val_accuracy, records.train.params)
+    nothing_held_out = embedding_training.EmbeddingTrainConfig(heldout_fraction=1e-4, unlabeled_architectures=0)
+    with pytest.raises(ValueError, match="an embedding needs at least 2 and 1"):
+        embedding_training._training_records(stored, tokenizer, nothing_held_out)  # pylint: disable=protected-access
