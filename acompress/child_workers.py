@@ -129,6 +129,26 @@ def train_children_in_workers(specs: Sequence[archspec.ArchSpec], indices: Seque
       FileNotFoundError: `teacher_path` does not exist.
       Any exception a worker raised while setting up or training a group.
     """
+    _check_arguments(specs, indices, search, config, teacher_path, groups_per_worker, max_retries)
+    array_dir = tempfile.mkdtemp(prefix="child_workers_", dir=work_dir)
+    workers = None
+    try:
+        _save_arrays(search, array_dir)
+        setup = _worker_setup(array_dir, search.info, teacher_path, intra_op_threads, inter_op_threads,
+                              precision_policy)
+        workers = _Workers(setup, (config, batch_size, seed, replicate), groups_per_worker, max_retries, on_worker)
+        results = _train_groups(workers, specs, indices, config.pack, on_result)
+        workers.close()
+        return results
+    finally:
+        if workers is not None:
+            workers.close(kill=True)  # leaving on an exception: do not wait for a group nobody will read
+        shutil.rmtree(array_dir, ignore_errors=True)
+
+
+def _check_arguments(specs, indices, search, config: child_training.ProxyConfig, teacher_path: Optional[str],
+                     groups_per_worker: int, max_retries: int) -> None:
+    """Raises what `train_children_in_workers` documents for bad arguments, before any worker starts."""
     if len(specs) != len(indices):
         raise ValueError(f"{len(specs)} specs but {len(indices)} indices")
     if not isinstance(search, data.SearchSplits):
@@ -142,34 +162,41 @@ def train_children_in_workers(specs: Sequence[archspec.ArchSpec], indices: Seque
         raise ValueError(f"groups_per_worker must be >= 1, got {groups_per_worker}")
     if max_retries < 0:
         raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+
+
+def _save_arrays(search: data.SearchSplits, array_dir: str) -> None:
+    """Writes the search arrays to ``<array_dir>/<name>.npy``, once, for every worker to memory-map."""
+    for name in _ARRAYS:
+        np.save(os.path.join(array_dir, f"{name}.npy"), np.asarray(getattr(search, name)))
+
+
+def _worker_setup(array_dir: str, info: data.DatasetInfo, teacher_path: Optional[str],
+                  intra_op_threads: Optional[int], inter_op_threads: Optional[int],
+                  precision_policy: Optional[str]) -> _WorkerSetup:
+    """What workers load; thread pools and dtype policy left None are this process's."""
     if intra_op_threads is None:
         intra_op_threads = tf.config.threading.get_intra_op_parallelism_threads()
     if inter_op_threads is None:
         inter_op_threads = tf.config.threading.get_inter_op_parallelism_threads()
     if precision_policy is None:
         precision_policy = keras.mixed_precision.global_policy().name
+    return _WorkerSetup(array_dir, info, None if teacher_path is None else os.path.abspath(teacher_path),
+                        int(intra_op_threads), int(inter_op_threads), precision_policy)
 
-    array_dir = tempfile.mkdtemp(prefix="child_workers_", dir=work_dir)
-    workers = None
-    try:
-        for name in _ARRAYS:
-            np.save(os.path.join(array_dir, f"{name}.npy"), np.asarray(getattr(search, name)))
-        setup = _WorkerSetup(array_dir, search.info, None if teacher_path is None else os.path.abspath(teacher_path),
-                             int(intra_op_threads), int(inter_op_threads), precision_policy)
-        workers = _Workers(setup, (config, batch_size, seed, replicate), groups_per_worker, max_retries, on_worker)
-        results = []
-        for start in range(0, len(specs), config.pack):
-            stop = min(start + config.pack, len(specs))
-            group_results = workers.train(list(specs[start:stop]), [int(i) for i in indices[start:stop]])
-            results.extend(group_results)
-            if on_result is not None:
-                on_result(group_results)
-        workers.close()
-        return results
-    finally:
-        if workers is not None:
-            workers.close(kill=True)  # leaving on an exception: do not wait for a group nobody will read
-        shutil.rmtree(array_dir, ignore_errors=True)
+
+def _train_groups(workers: "_Workers", specs: Sequence[archspec.ArchSpec], indices: Sequence[int], pack: int,
+                  on_result: Optional[Callable[[List[child_training.ChildResult]], None]]
+                  ) -> List[child_training.ChildResult]:
+    """Trains `specs` in groups of `pack` consecutive children (as `train_children` groups them), one group
+    at a time; `on_result` gets each group's results as it finishes."""
+    results = []
+    for start in range(0, len(specs), pack):
+        stop = min(start + pack, len(specs))
+        group_results = workers.train(list(specs[start:stop]), [int(i) for i in indices[start:stop]])
+        results.extend(group_results)
+        if on_result is not None:
+            on_result(group_results)
+    return results
 
 
 class WorkerStartError(RuntimeError):

@@ -333,7 +333,7 @@ def compress(embedding: embedding_lib.Embedding, stored_corpus: corpus_lib.Corpu
       TargetUnreachableError: no candidate reaches ``target_ratio``.
     """
     finalists_lib.check_teacher(config.finalist, teacher_model, strategy)  # before any search work, not after it
-    proxy_entry = dict(stored_corpus.metadata["proxy"])
+    proxy_entry = stored_corpus.meta.proxy
     _check_refinable(proxy_entry, teacher_model, strategy)
     timings: Dict[str, float] = {}
     teacher_params = int(teacher_metrics["params"])

@@ -42,8 +42,11 @@ the search space, the sampler, the proxy training budget, the seed, the tokens
 shape and the number of children. Writers and readers compare it with what they
 expect and raise `MetadataMismatchError` naming the first differing field; the
 package versions it records are not compared, only logged when they drift.
+`CorpusMetadata` (``Corpus.meta``, ``CorpusWriter.meta``) reads its entries as
+typed values; the stored dict (``.metadata``) is the file's content as it is.
 """
 
+import copy
 import dataclasses
 import json
 import math
@@ -62,6 +65,7 @@ import tensorflow as tf
 import acompress
 from acompress import archspec
 from acompress import rundir
+from acompress import sampler as sampler_lib
 from acompress import search_space as search_space_lib
 from acompress import status as status_lib
 
@@ -290,6 +294,65 @@ def _part_example(record: ChildRecord, position: int, size: int) -> bytes:
 
 
 # -- metadata ------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CorpusMetadata:
+    """A typed, read-only view of a corpus' metadata (``metadata.json``, as `make_metadata` builds it).
+
+    It reads the stored dict and never changes it: what is written and compared stays
+    the dict. Each property builds a fresh value (a parsed object or a copy), so a
+    caller cannot alter the metadata through it. A missing entry raises KeyError.
+
+    Attributes:
+      stored: the metadata dict.
+    """
+
+    stored: Mapping[str, Any]
+
+    @property
+    def teacher_spec(self) -> archspec.ArchSpec:
+        return archspec.ArchSpec.from_dict(self.stored["teacher"]["spec"])
+
+    @property
+    def teacher_hash(self) -> str:
+        return self.stored["teacher"]["hash"]
+
+    @property
+    def teacher_params(self) -> int:
+        return int(self.stored["teacher"]["params"])
+
+    @property
+    def search_space(self) -> search_space_lib.SearchSpace:
+        return search_space_lib.SearchSpace.from_dict(self.stored["search_space"]["config"])
+
+    @property
+    def sampler_config(self) -> sampler_lib.SamplerConfig:
+        return sampler_lib.SamplerConfig.from_dict(self.stored["sampler"])
+
+    @property
+    def proxy(self) -> Dict[str, Any]:
+        """The proxy training recipe the records were trained with (a copy of the stored dict)."""
+        return copy.deepcopy(dict(self.stored["proxy"]))
+
+    @property
+    def dataset_info(self) -> Dict[str, Any]:
+        """What the data is (``input_shape``, ``num_classes``, sizes; a copy of the stored dict)."""
+        return copy.deepcopy(dict(self.stored["dataset"]["info"]))
+
+    @property
+    def num_children(self) -> int:
+        return int(self.stored["num_children"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.stored["seed"])
+
+    @property
+    def tokens_shape(self) -> Optional[Tuple[int, ...]]:
+        """[max_layers, num_fields] of the tokens, or None for an untokenised corpus."""
+        shape = self.stored.get("tokens_shape")
+        return None if shape is None else tuple(shape)
+
 
 def package_versions() -> Dict[str, str]:
     """Versions of the packages a corpus depends on (recorded, not compared)."""
@@ -611,6 +674,11 @@ class CorpusWriter:
         logging.info("Corpus shard %d/%d in %s: %d records already stored", self.shard_index, self.num_shards,
                      corpus_dir, len(self._done))
 
+    @property
+    def meta(self) -> CorpusMetadata:
+        """The corpus metadata as typed values."""
+        return CorpusMetadata(self.metadata)
+
     def done_keys(self) -> Set[Tuple[int, int]]:
         """(child_index, replicate) of every record this shard holds (a copy)."""
         return set(self._done)
@@ -671,7 +739,7 @@ class Corpus:
 
     Attributes:
       corpus_dir: where it was read from.
-      metadata: the stored metadata.json.
+      metadata: the stored metadata.json (`meta`: the same, as typed values).
       records: readable, deduplicated records (of the requested statuses), sorted by
         (child_index, replicate).
       part_files: every visible part file, corrupt ones included, in read order.
@@ -699,9 +767,13 @@ class Corpus:
         return iter(self.records)
 
     @property
+    def meta(self) -> CorpusMetadata:
+        """The stored metadata as typed values."""
+        return CorpusMetadata(self.metadata)
+
+    @property
     def tokens_shape(self) -> Optional[Tuple[int, ...]]:
-        shape = self.metadata.get("tokens_shape")
-        return None if shape is None else tuple(shape)
+        return self.meta.tokens_shape
 
     def select(self, statuses: Iterable[str]) -> "Corpus":
         """The same corpus with only records of `statuses`."""

@@ -210,7 +210,7 @@ def generate(corpus_dir: str, teacher: archspec.ArchSpec, search: data.SearchSpl
 def _train_pending(children, pending, writer, search, data_config, config, seed, space, teacher_model, total,
                    strategy=None):
     info = search.info
-    teacher_params = writer.metadata["teacher"]["params"]
+    teacher_params = writer.meta.teacher_params
     tokenizer = tokens.Tokenizer(space)
     bar = progress.Progress(total=total, label="children", unit="children", start=total - len(pending))
 

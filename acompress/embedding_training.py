@@ -30,7 +30,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from acompress import archspec
 from acompress import corpus as corpus_lib
 from acompress import distribution
 from acompress import embedding as embedding_lib
@@ -38,11 +37,11 @@ from acompress import progress
 from acompress import ranking
 from acompress import rundir
 from acompress import sampler
-from acompress import search_space
 from acompress import tokens as tokens_lib
 
 METRICS_FILE = "metrics.json"
 KEY_FILE = "key.json"
+BACKUP_DIR = "backup"  # Keras' BackupAndRestore: the last finished epoch while training
 _BUCKETS = 10000
 
 
@@ -242,18 +241,16 @@ def labelled_squared_error(y_true, y_pred):
 
 def unlabeled_records(corpus: corpus_lib.Corpus, count: int, exclude: Sequence[bytes] = ()) -> Records:
     """`count` more children from the corpus' own sampler (no accuracy: NaN), minus `exclude` hashes."""
-    metadata = corpus.metadata
-    empty_tokens = tuple(metadata["tokens_shape"])
+    meta = corpus.meta
+    empty_tokens = tuple(meta.tokens_shape)
     if count <= 0:
         return Records.empty(empty_tokens)
-    teacher = archspec.ArchSpec.from_dict(metadata["teacher"]["spec"])
-    space = search_space.SearchSpace.from_dict(metadata["search_space"]["config"])
-    info = metadata["dataset"]["info"]
-    config = sampler.SamplerConfig.from_dict(metadata["sampler"])
-    first = int(metadata["num_children"])
-    children = sampler.sample_children(teacher, input_shape=info["input_shape"], num_classes=info["num_classes"],
-                                       count=first + count, seed=int(metadata["seed"]), space=space,
-                                       config=config)[first:]
+    space = meta.search_space
+    info = meta.dataset_info
+    first = meta.num_children
+    children = sampler.sample_children(meta.teacher_spec, input_shape=info["input_shape"],
+                                       num_classes=info["num_classes"], count=first + count, seed=meta.seed,
+                                       space=space, config=meta.sampler_config)[first:]
     excluded = {h.decode() if isinstance(h, bytes) else str(h) for h in exclude}
     children = [child for child in children if child.hash not in excluded]
     tokenizer = tokens_lib.Tokenizer(space)
@@ -350,18 +347,84 @@ def train(corpus: corpus_lib.Corpus, output_dir: str, model_config: embedding_li
       (embedding, metrics dict).
     """
     key = _key(corpus, model_config, train_config, seed, precision_policy)
+    finished = _finished(output_dir, key)
+    if finished is not None:
+        return finished
+    tf.io.gfile.makedirs(output_dir)
+
+    tokenizer = tokens_lib.Tokenizer(corpus.meta.search_space)
+    records = _training_records(corpus, tokenizer, train_config)
+    distribution.agree(strategy, f"embedding {key}")
+    keras.utils.set_random_seed(seed)
+    steps = steps_per_epoch(records.train_size, train_config)
+    with distribution.scope(strategy):
+        model = embedding_lib.build_model(tokenizer, model_config, records.targets)
+        compile_model(model, tokenizer, records.targets, train_config, steps)
+    train_data, heldout_data = _pipelines(records, tokenizer, train_config, seed, strategy)
+    callbacks = _callbacks(output_dir, train_config, on_epoch)
+    start = time.perf_counter()
+    history = model.fit(train_data, validation_data=heldout_data, epochs=train_config.epochs, steps_per_epoch=steps,
+                        callbacks=callbacks, verbose=verbose)
+    seconds = time.perf_counter() - start
+    info = corpus.meta.dataset_info
+    embedding = embedding_lib.Embedding(model, tokenizer, input_shape=info["input_shape"],
+                                        num_classes=info["num_classes"], targets=records.targets, config=model_config,
+                                        extra={"corpus_dir": corpus.corpus_dir,
+                                               "teacher_hash": corpus.meta.teacher_hash})
+    embedding.save(output_dir)
+    metrics = _fit_metrics(history, seconds, records, strategy, precision_policy)
+    if evaluate_after:
+        metrics.update(evaluate(embedding, records.heldout, train=records.train, seed=seed))
+    _mark_finished(output_dir, metrics, key)
+    return embedding, metrics
+
+
+def _finished(output_dir: str, key: dict) -> Optional[Tuple[embedding_lib.Embedding, dict]]:
+    """The embedding and metrics `output_dir` holds if they were trained with `key`, else None."""
     key_path = os.path.join(output_dir, KEY_FILE)
     metrics_path = os.path.join(output_dir, METRICS_FILE)
     if all(tf.io.gfile.exists(p) for p in (key_path, metrics_path, os.path.join(output_dir, embedding_lib.MODEL_FILE))):
         if rundir.read_json(key_path) == key:
             logging.info("embedding: reusing %s", output_dir)
             return embedding_lib.Embedding.load(output_dir), rundir.read_json(metrics_path)
-    tf.io.gfile.makedirs(output_dir)
+    return None
 
-    tokenizer = tokens_lib.Tokenizer(search_space.SearchSpace.from_dict(corpus.metadata["search_space"]["config"]))
-    info = corpus.metadata["dataset"]["info"]
-    records = corpus.as_dataset(("ok",))
-    train_records, heldout_records = split(records, train_config)
+
+def _mark_finished(output_dir: str, metrics: dict, key: dict) -> None:
+    """Writes the metrics, then the key that makes `_finished` reuse the embedding; drops the backup."""
+    rundir.write_json(os.path.join(output_dir, METRICS_FILE), metrics)
+    rundir.write_json(os.path.join(output_dir, KEY_FILE), key)
+    backup_dir = os.path.join(output_dir, BACKUP_DIR)
+    if tf.io.gfile.exists(backup_dir):
+        tf.io.gfile.rmtree(backup_dir)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _TrainingRecords:
+    """What `train` fits on: the corpus' ok records split by hash (as tf.data for the pipelines and as
+    arrays for the statistics and metrics), the unlabelled extra architectures, the target statistics."""
+
+    train_records: tf.data.Dataset
+    heldout_records: tf.data.Dataset
+    train: Records
+    heldout: Records
+    extra: Records
+    targets: embedding_lib.TargetStats
+
+    @property
+    def train_size(self) -> int:
+        """Training examples per pass: the labelled ones and the unlabelled extras."""
+        return len(self.train) + len(self.extra)
+
+
+def _training_records(corpus: corpus_lib.Corpus, tokenizer: tokens_lib.Tokenizer,
+                      config: EmbeddingTrainConfig) -> _TrainingRecords:
+    """Splits the corpus' ok records into train / held-out (`split`) and adds the unlabelled architectures.
+
+    Raises:
+      ValueError: fewer than 2 training or 1 held-out records.
+    """
+    train_records, heldout_records = split(corpus.as_dataset(("ok",)), config)
     train_arrays = Records.from_dataset(train_records, tokenizer.shape)
     heldout_arrays = Records.from_dataset(heldout_records, tokenizer.shape)
     if len(train_arrays) < 2 or len(heldout_arrays) < 1:
@@ -370,54 +433,48 @@ def train(corpus: corpus_lib.Corpus, output_dir: str, model_config: embedding_li
     logging.info("embedding: %d training and %d held-out records (%d architectures held out)", len(train_arrays),
                  len(heldout_arrays), len(set(heldout_arrays.spec_hash.tolist())))
     targets = embedding_lib.TargetStats.from_targets(train_arrays.val_accuracy, train_arrays.params)
-    extra = unlabeled_records(corpus, train_config.unlabeled_architectures, exclude=heldout_arrays.spec_hash)
+    extra = unlabeled_records(corpus, config.unlabeled_architectures, exclude=heldout_arrays.spec_hash)
     if len(extra):
         logging.info("embedding: + %d unlabelled architectures from the corpus' sampler", len(extra))
+    return _TrainingRecords(train_records, heldout_records, train_arrays, heldout_arrays, extra, targets)
 
-    distribution.agree(strategy, f"embedding {key}")
-    keras.utils.set_random_seed(seed)
-    steps = steps_per_epoch(len(train_arrays) + len(extra), train_config)
-    with distribution.scope(strategy):
-        model = embedding_lib.build_model(tokenizer, model_config, targets)
-        compile_model(model, tokenizer, targets, train_config, steps)
-    train_data = batched([train_records, extra.as_dataset()] if len(extra) else train_records,
-                         tokenizer.fields, train_config.batch_size, shuffle_seed=seed,
-                         size=len(train_arrays) + len(extra)).repeat()
-    heldout_data = batched(heldout_records, tokenizer.fields, 1024, size=len(heldout_arrays))
-    train_data = distribution.shard_by_data(train_data, strategy)
-    heldout_data = distribution.shard_by_data(heldout_data, strategy)
-    backup_dir = os.path.join(output_dir, "backup")
+
+def _pipelines(records: _TrainingRecords, tokenizer: tokens_lib.Tokenizer, config: EmbeddingTrainConfig, seed: int,
+               strategy: Optional[tf.distribute.Strategy]) -> Tuple[tf.data.Dataset, tf.data.Dataset]:
+    """(training, held-out) batches for `fit`: the training ones shuffled with `seed` and repeated, both
+    sharded for `strategy`."""
+    extra = records.extra
+    train_data = batched([records.train_records, extra.as_dataset()] if len(extra) else records.train_records,
+                         tokenizer.fields, config.batch_size, shuffle_seed=seed, size=records.train_size).repeat()
+    heldout_data = batched(records.heldout_records, tokenizer.fields, 1024, size=len(records.heldout))
+    return distribution.shard_by_data(train_data, strategy), distribution.shard_by_data(heldout_data, strategy)
+
+
+def _callbacks(output_dir: str, config: EmbeddingTrainConfig,
+               on_epoch: Optional[Callable[[int, dict], None]]) -> list:
+    """Backup (resumes a killed run; an incomplete backup is dropped first), early stopping on the held-out
+    loss, TensorBoard scalars and progress logging."""
+    backup_dir = os.path.join(output_dir, BACKUP_DIR)
     _discard_unusable_backup(backup_dir)
-    callbacks = [
+    return [
         keras.callbacks.BackupAndRestore(backup_dir),
-        keras.callbacks.EarlyStopping("val_loss", patience=train_config.patience, restore_best_weights=True),
+        keras.callbacks.EarlyStopping("val_loss", patience=config.patience, restore_best_weights=True),
         keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard"), write_graph=False),
-        _ProgressLogger(train_config.epochs, on_epoch),
+        _ProgressLogger(config.epochs, on_epoch),
     ]
-    start = time.perf_counter()
-    history = model.fit(train_data, validation_data=heldout_data, epochs=train_config.epochs, steps_per_epoch=steps,
-                        callbacks=callbacks, verbose=verbose)
-    seconds = time.perf_counter() - start
-    embedding = embedding_lib.Embedding(model, tokenizer, input_shape=info["input_shape"],
-                                        num_classes=info["num_classes"], targets=targets, config=model_config,
-                                        extra={"corpus_dir": corpus.corpus_dir,
-                                               "teacher_hash": corpus.metadata["teacher"]["hash"]})
-    embedding.save(output_dir)
+
+
+def _fit_metrics(history: keras.callbacks.History, seconds: float, records: _TrainingRecords,
+                 strategy: Optional[tf.distribute.Strategy], precision_policy: str) -> dict:
+    """The training part of metrics.json: wall time, epochs, the best held-out epoch, record counts, history."""
     val_losses = history.history.get("val_loss", [])
-    metrics = {"train_seconds": seconds, "epochs_run": len(history.history.get("loss", [])),
-               "replicas": distribution.replicas(strategy),
-               "best_epoch": int(np.argmin(val_losses)) + 1 if val_losses else None,
-               "best_heldout_loss": float(np.min(val_losses)) if val_losses else None,
-               "records": {"train": len(train_arrays), "heldout": len(heldout_arrays), "unlabeled": len(extra)},
-               "precision": precision_policy,
-               "history": {k: [float(x) for x in v] for k, v in history.history.items()}}
-    if evaluate_after:
-        metrics.update(evaluate(embedding, heldout_arrays, train=train_arrays, seed=seed))
-    rundir.write_json(metrics_path, metrics)
-    rundir.write_json(key_path, key)
-    if tf.io.gfile.exists(os.path.join(output_dir, "backup")):
-        tf.io.gfile.rmtree(os.path.join(output_dir, "backup"))
-    return embedding, metrics
+    return {"train_seconds": seconds, "epochs_run": len(history.history.get("loss", [])),
+            "replicas": distribution.replicas(strategy),
+            "best_epoch": int(np.argmin(val_losses)) + 1 if val_losses else None,
+            "best_heldout_loss": float(np.min(val_losses)) if val_losses else None,
+            "records": {"train": len(records.train), "heldout": len(records.heldout), "unlabeled": len(records.extra)},
+            "precision": precision_policy,
+            "history": {k: [float(x) for x in v] for k, v in history.history.items()}}
 
 
 def fine_tune(embedding: embedding_lib.Embedding, records: Records, *, epochs: int, seed: int,

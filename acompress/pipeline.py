@@ -116,7 +116,7 @@ def embedding_stage(run_dir: str, embedding_dir: str, stored: corpus_lib.Corpus,
 def load_embedding_for(embedding_dir: str, stored: corpus_lib.Corpus) -> embedding_lib.Embedding:
     """The trained embedding in `embedding_dir`, checked against the corpus' teacher."""
     loaded = embedding_lib.Embedding.load(embedding_dir)
-    teacher_hash = stored.metadata["teacher"]["hash"]
+    teacher_hash = stored.meta.teacher_hash
     if loaded.extra.get("teacher_hash") not in (None, teacher_hash):
         raise ValueError(f"the embedding in {embedding_dir} was trained on a corpus of another teacher "
                          f"({loaded.extra.get('teacher_hash')}, this corpus: {teacher_hash})")
@@ -236,7 +236,7 @@ def make_report(run_dir, compress_dir, outcome, chosen, stage, stored, embedding
     teacher_params = outcome.teacher_params
     metrics = stage.metrics
     pool: compression.Pool = outcome.pool
-    proxy_epochs = int(stored.metadata["proxy"]["epochs"])
+    proxy_epochs = int(stored.meta.proxy["epochs"])
     refined = sum(m is not None for m in pool.measured)
     stage_times = read_timings(run_dir)
     corpus_child_epochs = int(sum(r.epochs for r in stored.records))
@@ -263,7 +263,7 @@ def make_report(run_dir, compress_dir, outcome, chosen, stage, stored, embedding
         "export": exported,
         "embedding": {"latent_shape": list(embedding.latent_shape)},
         "config": resolved_config or {"compress": config.to_dict()},
-        "recipes": {"labels": stored.metadata["proxy"].get("init", "scratch"), "finalists": config.finalist.init},
+        "recipes": {"labels": stored.meta.proxy.get("init", "scratch"), "finalists": config.finalist.init},
         "method": config.method,
         "seed": (resolved_config or {}).get("runtime", {}).get("seed"),
     }

@@ -69,7 +69,7 @@ def main(argv) -> None:
                                    bn_momentum=config["bn_momentum"])
     stored = corpus_lib.read_corpus(config["corpus_dir"])
     embedding = pipeline.load_embedding_for(config["embedding_dir"], stored)
-    recipe = {k: v for k, v in stored.metadata["proxy"].items() if k != "precision"}
+    recipe = {k: v for k, v in stored.meta.proxy.items() if k != "precision"}
     rows = [row for pair in FLAGS.networks for row in networks_of(*pair.split("=", 1))]
     specs = [spec for _, spec, _ in rows]
     final = [accuracy for _, _, accuracy in rows]

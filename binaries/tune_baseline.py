@@ -48,6 +48,7 @@ from acompress import keras_parser
 from acompress import precision
 from acompress import rundir
 from acompress import teacher as teacher_lib
+from acompress import tuner
 from acompress.flags import baseline_flags
 from acompress.flags import corpus_flags
 from acompress.flags import data_flags
@@ -77,7 +78,7 @@ def main(argv) -> None:
         raise ValueError("--strategy=multi_worker does not apply to tune_baseline: spread a search over machines "
                          "with Keras Tuner's distributed mode (KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT, "
                          "KERASTUNER_TUNER_ID), which runs different trials on each worker")
-    role = baselines.tuner_role()
+    role = tuner.tuner_role()
     cpu_threads.configure(FLAGS.intra_op_threads, FLAGS.inter_op_threads)
     strategy, _ = runtime_flags.strategy_from_flags(FLAGS)
     data_config = data_flags.config_from_flags(FLAGS, FLAGS.seed,

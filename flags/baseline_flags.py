@@ -1,4 +1,5 @@
-"""Flags for the Keras Tuner baselines, uniform width scaling and L1 filter pruning (`acompress.baselines`).
+"""Flags for the Keras Tuner baselines, uniform width scaling and L1 filter pruning (`acompress.baselines`,
+`acompress.tuner`, `acompress.uniform`, `acompress.pruning`).
 
 Distillation and the trials' training data reuse the corpus flags (`corpus_flags`):
 ``--distill``, ``--distill_alpha`` and ``--distill_temperature`` distil the trials and
@@ -13,6 +14,7 @@ from acompress import baselines
 from acompress import corpus_generation
 from acompress import finalists
 from acompress import pruning
+from acompress import tuner as tuner_lib
 from acompress.flags import corpus_flags
 from acompress.flags import target_flags
 from acompress.flags import teacher_flags
@@ -25,13 +27,13 @@ def define_flags() -> None:
     teacher_flags.define_flags()
     corpus_flags.define_flags()
     target_flags.define_flags()  # --target_ratio, --max_accuracy_drop, --num_finalists, --finalist_*
-    defaults = baselines.TunerConfig()
-    flags.DEFINE_enum("method", baselines.RANDOM, baselines.METHODS,
+    defaults = tuner_lib.TunerConfig()
+    flags.DEFINE_enum("method", tuner_lib.RANDOM, baselines.METHODS,
                       "random / hyperband / bayesian: a Keras Tuner search over the teacher's child space (the "
                       "corpus sampler's), then finalists; uniform: every width times one alpha, the largest that "
                       "meets --target_ratio; l1_prune: L1-norm filter pruning of the trained teacher to --target_ratio, "
                       "per-layer rates from a sensitivity analysis (acompress.pruning), then the finalist fine-tune.")
-    flags.DEFINE_enum("objective", defaults.objective, baselines.OBJECTIVES,
+    flags.DEFINE_enum("objective", defaults.objective, tuner_lib.OBJECTIVES,
                       "What a trial maximises (A: validation accuracy, r: compression ratio). log_tradeoff: "
                       "A + tradeoff * log2(r); target: A if r >= --target_ratio, else below every child that "
                       "meets it; n2n: N2N's C(2-C) * A / A_teacher (cannot separate children past ~14x).")
@@ -70,14 +72,14 @@ def corpus_child_epochs(flag_values) -> int:
     return (flag_values.num_children + len(replicated)) * corpus_flags.proxy_epochs(flag_values)
 
 
-def budget_from_flags(flag_values) -> baselines.Budget:
+def budget_from_flags(flag_values) -> tuner_lib.Budget:
     seconds, epochs, trials = (flag_values.budget_seconds, flag_values.budget_child_epochs,
                                flag_values.budget_trials)
     if seconds is not None and not seconds > 0:
         raise ValueError(f"--budget_seconds must be > 0, got {seconds}")
     if seconds is None and epochs is None and trials is None:
         epochs = corpus_child_epochs(flag_values)
-    return baselines.Budget(wall_seconds=seconds, child_epochs=epochs, max_trials=trials)
+    return tuner_lib.Budget(wall_seconds=seconds, child_epochs=epochs, max_trials=trials)
 
 
 def baseline_config_from_flags(flag_values) -> baselines.BaselineConfig:
@@ -92,12 +94,12 @@ def baseline_config_from_flags(flag_values) -> baselines.BaselineConfig:
 
     target_ratio = flag_values.target_ratio
     if target_ratio is None:
-        target_ratio = baselines.TunerConfig().target_ratio
-    tuner = baselines.TunerConfig(
+        target_ratio = tuner_lib.TunerConfig().target_ratio
+    tuner = tuner_lib.TunerConfig(
         objective=flag_values.objective, tradeoff=flag_values.tradeoff, target_ratio=target_ratio,
         trial=recipe("trial_"), per_unit_widths=flag_values.per_unit_widths, tune_kernels=flag_values.tune_kernels,
         hyperband_factor=flag_values.hyperband_factor, bayesian_initial_points=flag_values.bayesian_initial_points)
-    budget = budget_from_flags(flag_values) if flag_values.method in baselines.TUNER_METHODS else baselines.Budget()
+    budget = budget_from_flags(flag_values) if flag_values.method in tuner_lib.TUNER_METHODS else tuner_lib.Budget()
     return baselines.BaselineConfig(method=flag_values.method, tuner=tuner, budget=budget,
                                     finalist=recipe("finalist_"), num_finalists=flag_values.num_finalists,
                                     max_accuracy_drop=flag_values.max_accuracy_drop,

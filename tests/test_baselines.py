@@ -21,6 +21,8 @@ from acompress import keras_builder
 from acompress import sampler
 from acompress import search_space
 from acompress import training
+from acompress import tuner
+from acompress import uniform
 from acompress import zoo
 from acompress.flags import baseline_flags
 
@@ -30,7 +32,7 @@ DIGITS_TEACHER = zoo.get("digits_cnn", DIGITS, 10)
 SMALL_TEACHER = a.load(os.path.join(REPO_ROOT, "testdata", "specs", "small_cnn.json"))
 RESNET18 = a.load(os.path.join(REPO_ROOT, "testdata", "specs", "resnet18_cifar.json"))
 TINY_DATA = data.DataConfig(max_examples=100)  # digits: 100 / 288 / 360
-ONE_EPOCH = baselines.TunerConfig(trial=finalists.FinalistConfig(train=training.TrainConfig(epochs=1)))
+ONE_EPOCH = tuner.TunerConfig(trial=finalists.FinalistConfig(train=training.TrainConfig(epochs=1)))
 
 
 def sample_values(hypermodel, count, seed=0):
@@ -44,7 +46,7 @@ def sample_values(hypermodel, count, seed=0):
 # -- the child space ----------------------------------------------------------------------------
 
 def test_hypermodel_declares_one_hyperparameter_per_sampler_choice():
-    model = baselines.ChildHyperModel(DIGITS_TEACHER, DIGITS, 10)
+    model = tuner.ChildHyperModel(DIGITS_TEACHER, DIGITS, 10)
     groups = sampler.width_groups(DIGITS_TEACHER)
     removable = sampler.removable_units(DIGITS_TEACHER, DIGITS)
     kernel_units = [u.index for u in sampler.units(DIGITS_TEACHER) if u.has_kernel]
@@ -59,7 +61,7 @@ def test_hypermodel_declares_one_hyperparameter_per_sampler_choice():
     assert all(list(hp.space[names.index(f"kernel_u{u}")].values) == [3, 1] for u in kernel_units)
     # The default configuration is the teacher.
     assert model.spec(keras_tuner.HyperParameters()) == DIGITS_TEACHER
-    per_unit = baselines.ChildHyperModel(DIGITS_TEACHER, DIGITS, 10, per_unit_widths=True, tune_kernels=False)
+    per_unit = tuner.ChildHyperModel(DIGITS_TEACHER, DIGITS, 10, per_unit_widths=True, tune_kernels=False)
     scalable = [u.index for u in sampler.units(DIGITS_TEACHER) if u.scalable]
     assert per_unit.width_names == tuple(f"width_u{u}" for u in scalable) and per_unit.kernel_options == ()
 
@@ -68,7 +70,7 @@ def test_hypermodel_declares_one_hyperparameter_per_sampler_choice():
     (DIGITS_TEACHER, DIGITS, 10), (SMALL_TEACHER, DIGITS, 10), (RESNET18, (32, 32, 3), 10),
 ], ids=["digits_cnn", "small_cnn", "resnet18"])
 def test_every_sampled_configuration_is_a_valid_child_or_rejected_cleanly(teacher, input_shape, num_classes):
-    model = baselines.ChildHyperModel(teacher, input_shape, num_classes)
+    model = tuner.ChildHyperModel(teacher, input_shape, num_classes)
     space = search_space.SearchSpace()
     teacher_params = teacher.count_params(input_shape, num_classes)
     valid = invalid = 0
@@ -76,7 +78,7 @@ def test_every_sampled_configuration_is_a_valid_child_or_rejected_cleanly(teache
         choices = model.choices(values)
         try:
             child = model.spec_from_values(values)
-        except baselines.InvalidChildError as error:
+        except tuner.InvalidChildError as error:
             invalid += 1
             assert isinstance(error, keras_tuner.errors.FailedTrialError)
             with pytest.raises((ValueError, search_space.OutOfSearchSpaceError)):  # the sampler refuses it too
@@ -92,10 +94,10 @@ def test_every_sampled_configuration_is_a_valid_child_or_rejected_cleanly(teache
 
 
 def test_a_configuration_without_convolutions_is_an_invalid_child_and_builds_nothing():
-    model = baselines.ChildHyperModel(SMALL_TEACHER, DIGITS, 10)
+    model = tuner.ChildHyperModel(SMALL_TEACHER, DIGITS, 10)
     conv_units = [u.index for u in sampler.units(SMALL_TEACHER) if u.kind == sampler.CONV]
     values = {model.removal_name(u): True for u in conv_units}
-    with pytest.raises(baselines.InvalidChildError, match="no conv or block unit"):
+    with pytest.raises(tuner.InvalidChildError, match="no conv or block unit"):
         model.spec_from_values(values)
     hp = keras_tuner.HyperParameters()
     model.declare_hyperparameters(hp)
@@ -105,7 +107,7 @@ def test_a_configuration_without_convolutions_is_an_invalid_child_and_builds_not
 
 
 def test_build_gives_the_child_model():
-    model = baselines.ChildHyperModel(DIGITS_TEACHER, DIGITS, 10)
+    model = tuner.ChildHyperModel(DIGITS_TEACHER, DIGITS, 10)
     hp = keras_tuner.HyperParameters()
     model.declare_hyperparameters(hp)
     hp.values.update({"width_0": 0.25, "remove_u6": True})
@@ -116,7 +118,7 @@ def test_build_gives_the_child_model():
 # -- objectives -------------------------------------------------------------------------------------
 
 def test_log_tradeoff_pays_tradeoff_per_halving():
-    score = lambda acc, params: baselines.objective_value("log_tradeoff", val_accuracy=acc, params=params,  # noqa
+    score = lambda acc, params: tuner.objective_value("log_tradeoff", val_accuracy=acc, params=params,  # noqa
                                                           teacher_params=1024, tradeoff=0.01)
     assert score(0.9, 1024) == pytest.approx(0.9)
     assert score(0.9, 256) == pytest.approx(0.92)
@@ -124,7 +126,7 @@ def test_log_tradeoff_pays_tradeoff_per_halving():
 
 
 def test_target_objective_ranks_every_child_that_meets_the_target_first():
-    score = lambda acc, params: baselines.objective_value("target", val_accuracy=acc, params=params,  # noqa
+    score = lambda acc, params: tuner.objective_value("target", val_accuracy=acc, params=params,  # noqa
                                                           teacher_params=1000, target_ratio=10)
     assert score(0.80, 100) == 0.80  # exactly 10x
     assert score(0.01, 50) > score(0.99, 101) > score(0.99, 500)  # meeting it beats any accuracy; closer is better
@@ -132,52 +134,52 @@ def test_target_objective_ranks_every_child_that_meets_the_target_first():
 
 
 def test_n2n_reward_and_its_pitfall_past_14x():
-    assert baselines.n2n_compression_term(1.0) == 0.0
-    assert baselines.n2n_compression_term(2.0) == pytest.approx(0.75)
-    assert baselines.n2n_compression_term(14.0) < 0.995 < baselines.n2n_compression_term(14.2)
-    assert baselines.n2n_compression_term(80.0) > 0.9998
-    n2n = lambda acc, params: baselines.objective_value("n2n", val_accuracy=acc, params=params,  # noqa
+    assert tuner.n2n_compression_term(1.0) == 0.0
+    assert tuner.n2n_compression_term(2.0) == pytest.approx(0.75)
+    assert tuner.n2n_compression_term(14.0) < 0.995 < tuner.n2n_compression_term(14.2)
+    assert tuner.n2n_compression_term(80.0) > 0.9998
+    n2n = lambda acc, params: tuner.objective_value("n2n", val_accuracy=acc, params=params,  # noqa
                                                         teacher_params=250_000, teacher_accuracy=0.98)
     assert n2n(0.98, 250_000 // 4) == pytest.approx(0.9375)
     # The pitfall: half a point of accuracy outweighs 15x -> 250x.
     assert n2n(0.955, 250_000 // 15) > n2n(0.95, 1000)
     # log_tradeoff separates them.
-    tradeoff = lambda acc, params: baselines.objective_value("log_tradeoff", val_accuracy=acc,  # noqa
+    tradeoff = lambda acc, params: tuner.objective_value("log_tradeoff", val_accuracy=acc,  # noqa
                                                              params=params, teacher_params=250_000)
     assert tradeoff(0.95, 1000) > tradeoff(0.955, 250_000 // 15)
     with pytest.raises(ValueError, match="objective"):
-        baselines.objective_value("accuracy", val_accuracy=1, params=1, teacher_params=1)
+        tuner.objective_value("accuracy", val_accuracy=1, params=1, teacher_params=1)
 
 
 def test_configs_refuse_bad_values_and_a_search_without_budget():
-    assert not baselines.Budget().limited and baselines.Budget(child_epochs=5).limited
+    assert not tuner.Budget().limited and tuner.Budget(child_epochs=5).limited
     with pytest.raises(ValueError, match="budget"):
         baselines.BaselineConfig(method="random")
     baselines.BaselineConfig(method="uniform")  # uniform scaling has no search
     with pytest.raises(ValueError, match="wall-time budget"):
-        baselines.Budget(wall_seconds=0)
+        tuner.Budget(wall_seconds=0)
     with pytest.raises(ValueError, match="objective"):
-        baselines.TunerConfig(objective="reward")
+        tuner.TunerConfig(objective="reward")
     with pytest.raises(ValueError, match="width_grid"):
-        baselines.TunerConfig(width_grid=(0.5, 0.25, 1.0))
+        tuner.TunerConfig(width_grid=(0.5, 0.25, 1.0))
 
 
 def test_default_search_budget_is_what_the_corpus_costs_under_the_same_flags():
     flag_values = types.SimpleNamespace(num_children=500, replicate_fraction=0.1, proxy_epochs=3, seed=0,
                                         budget_seconds=None, budget_child_epochs=None, budget_trials=None)
-    assert baseline_flags.budget_from_flags(flag_values) == baselines.Budget(child_epochs=(500 + 50) * 3)
+    assert baseline_flags.budget_from_flags(flag_values) == tuner.Budget(child_epochs=(500 + 50) * 3)
     flag_values.budget_seconds = 600.0  # any explicit limit replaces the default
-    assert baseline_flags.budget_from_flags(flag_values) == baselines.Budget(wall_seconds=600.0)
+    assert baseline_flags.budget_from_flags(flag_values) == tuner.Budget(wall_seconds=600.0)
 
 
 # -- the budget (an oracle driven by hand, a fake clock) -----------------------------------------------
 
 def oracle_for(method, budget, tmp_path, *, epochs=10):
-    config = baselines.TunerConfig(trial=finalists.FinalistConfig(train=training.TrainConfig(epochs=epochs)))
-    oracle = baselines._make_oracle(method, config, budget, tuner_seed=1)  # pylint: disable=protected-access
+    config = tuner.TunerConfig(trial=finalists.FinalistConfig(train=training.TrainConfig(epochs=epochs)))
+    oracle = tuner._make_oracle(method, config, budget, tuner_seed=1)  # pylint: disable=protected-access
     oracle._set_project_dir(str(tmp_path), method)  # pylint: disable=protected-access
     hp = oracle.get_space()
-    baselines.ChildHyperModel(SMALL_TEACHER, DIGITS, 10).declare_hyperparameters(hp)
+    tuner.ChildHyperModel(SMALL_TEACHER, DIGITS, 10).declare_hyperparameters(hp)
     oracle.update_space(hp)
     now = [100.0]
     oracle.clock = lambda: now[0]
@@ -185,7 +187,7 @@ def oracle_for(method, budget, tmp_path, *, epochs=10):
 
 
 def finish(oracle, trial, epochs, score=0.5):
-    oracle.update_trial(trial.trial_id, {baselines.SCORE: score, "child_epochs": epochs})
+    oracle.update_trial(trial.trial_id, {tuner.SCORE: score, "child_epochs": epochs})
     trial.status = keras_tuner.engine.trial.TrialStatus.COMPLETED
     oracle.end_trial(trial)
 
@@ -194,7 +196,7 @@ STOPPED, RUNNING = "STOPPED", "RUNNING"
 
 
 def test_wall_budget_stops_new_trials_and_counts_from_the_first_trial(tmp_path):
-    oracle, now = oracle_for("random", baselines.Budget(wall_seconds=100), tmp_path)
+    oracle, now = oracle_for("random", tuner.Budget(wall_seconds=100), tmp_path)
     now[0] = 500.0  # time before the search is not counted
     started = []
     while True:
@@ -208,7 +210,7 @@ def test_wall_budget_stops_new_trials_and_counts_from_the_first_trial(tmp_path):
     assert oracle.search_seconds() == 120 and oracle.child_epochs_run() == 40
 
     oracle.save()  # a rerun resumes the wall clock where it was
-    again, later = oracle_for("random", baselines.Budget(wall_seconds=200), tmp_path)
+    again, later = oracle_for("random", tuner.Budget(wall_seconds=200), tmp_path)
     again.reload()
     assert again.elapsed_seconds() == 120 and again.child_epochs_run() == 40
     later[0] = 9000.0
@@ -220,7 +222,7 @@ def test_wall_budget_stops_new_trials_and_counts_from_the_first_trial(tmp_path):
 
 
 def test_epoch_budget_counts_running_trials_as_committed(tmp_path):
-    oracle, _ = oracle_for("random", baselines.Budget(child_epochs=25), tmp_path, epochs=10)
+    oracle, _ = oracle_for("random", tuner.Budget(child_epochs=25), tmp_path, epochs=10)
     # Three workers ask at once: 0 + 10 + 10 committed epochs < 25 lets the third start, not a fourth.
     trials = [oracle.create_trial(f"tuner{k}") for k in range(3)]
     assert [t.status for t in trials] == [RUNNING] * 3
@@ -232,7 +234,7 @@ def test_epoch_budget_counts_running_trials_as_committed(tmp_path):
 
 
 def test_trial_budget(tmp_path):
-    oracle, _ = oracle_for("bayesian", baselines.Budget(max_trials=2), tmp_path)
+    oracle, _ = oracle_for("bayesian", tuner.Budget(max_trials=2), tmp_path)
     for _ in range(2):
         finish(oracle, oracle.create_trial("tuner0"), 1)
     assert oracle.create_trial("tuner0").status == STOPPED
@@ -246,12 +248,12 @@ def tiny():
 
 
 def search(tiny, method, budget, directory, config=ONE_EPOCH, teacher=SMALL_TEACHER):
-    return baselines.run_tuner(method, teacher, tiny.for_search(), TINY_DATA, config, seed=0,
+    return tuner.run_tuner(method, teacher, tiny.for_search(), TINY_DATA, config, seed=0,
                                budget=budget, directory=str(directory))
 
 
 def test_random_search_stops_at_the_epoch_budget_and_resumes(tiny, tmp_path):
-    first = search(tiny, "random", baselines.Budget(child_epochs=3), tmp_path)
+    first = search(tiny, "random", tuner.Budget(child_epochs=3), tmp_path)
     assert first.role == "single" and first.tuner_seed == 1 and first.objective == "log_tradeoff"
     assert first.child_epochs == 3 == sum(t["child_epochs"] for t in first.trials)
     completed = [t for t in first.trials if t["status"] == "COMPLETED"]
@@ -263,23 +265,23 @@ def test_random_search_stops_at_the_epoch_budget_and_resumes(tiny, tmp_path):
             spec = a.ArchSpec.from_dict(t["spec"])
             assert t["spec_hash"] == spec.hash and t["params"] == spec.count_params(DIGITS, 10)
             assert t["ratio"] == pytest.approx(SMALL_TEACHER.count_params(DIGITS, 10) / t["params"])
-            assert t["score"] == pytest.approx(baselines.objective_value(
+            assert t["score"] == pytest.approx(tuner.objective_value(
                 "log_tradeoff", val_accuracy=t["val_accuracy"], params=t["params"],
                 teacher_params=SMALL_TEACHER.count_params(DIGITS, 10)))
     assert first.budget_dict()["epoch_limit"] == 3 and first.wall_seconds > 0
 
-    resumed = search(tiny, "random", baselines.Budget(child_epochs=5), tmp_path)
+    resumed = search(tiny, "random", tuner.Budget(child_epochs=5), tmp_path)
     assert resumed.trials[:len(first.trials)] == first.trials  # kept, not run again
     assert resumed.child_epochs == 5 and resumed.wall_seconds > first.wall_seconds
-    specs = baselines.top_distinct(resumed.trials, 10)
+    specs = tuner.top_distinct(resumed.trials, 10)
     assert len({s.hash for s in specs}) == len(specs) >= 1
 
 
 def test_hyperband_counts_the_epochs_each_trial_actually_ran(tiny, tmp_path):
-    config = baselines.TunerConfig(trial=finalists.FinalistConfig(train=training.TrainConfig(epochs=3)))
+    config = tuner.TunerConfig(trial=finalists.FinalistConfig(train=training.TrainConfig(epochs=3)))
     # The digits teacher: an invalid configuration (all five convs removed) is rare, so the first
     # bracket's three 1-epoch trials complete and the best is continued to 3 epochs.
-    outcome = search(tiny, "hyperband", baselines.Budget(child_epochs=8), tmp_path, config, DIGITS_TEACHER)
+    outcome = search(tiny, "hyperband", tuner.Budget(child_epochs=8), tmp_path, config, DIGITS_TEACHER)
     trials = outcome.trials
     assert outcome.child_epochs == sum(t["child_epochs"] for t in trials)
     assert 8 <= outcome.child_epochs < 8 + 3  # stops once spent; overshoots by less than one trial
@@ -290,41 +292,41 @@ def test_hyperband_counts_the_epochs_each_trial_actually_ran(tiny, tmp_path):
         assert t["spec_hash"] == past["spec_hash"] and t["initial_epoch"] == past["epochs"]
         assert t["child_epochs"] == t["hyperparameters"]["tuner/epochs"] - t["initial_epoch"] < t["epochs"]
         assert os.path.exists(os.path.join(tmp_path, "hyperband", f"trial_{past['trial_id']}",
-                                           baselines.WEIGHTS_FILE))
+                                           tuner.WEIGHTS_FILE))
     # The same network at several epochs is one finalist candidate.
-    hashes = [s.hash for s in baselines.top_distinct(trials, 100)]
+    hashes = [s.hash for s in tuner.top_distinct(trials, 100)]
     assert len(hashes) == len(set(hashes)) == len({t["spec_hash"] for t in trials if t["status"] == "COMPLETED"})
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # a GP fit on 2 points
 def test_bayesian_search_runs_its_gaussian_process(tiny, tmp_path):
-    config = baselines.TunerConfig(objective="target", target_ratio=4, bayesian_initial_points=2,
+    config = tuner.TunerConfig(objective="target", target_ratio=4, bayesian_initial_points=2,
                                    trial=ONE_EPOCH.trial)
-    outcome = search(tiny, "bayesian", baselines.Budget(max_trials=4), tmp_path, config)
+    outcome = search(tiny, "bayesian", tuner.Budget(max_trials=4), tmp_path, config)
     assert len(outcome.trials) == 4 and outcome.objective == "target"
     assert sum(t["status"] == "COMPLETED" for t in outcome.trials) >= 2
 
 
 def test_distilled_trials_need_and_use_the_teacher(tiny, tmp_path):
     teacher = keras_builder.build_model(SMALL_TEACHER, DIGITS, 10)  # untrained: a teacher is a teacher here
-    config = baselines.TunerConfig(trial=finalists.FinalistConfig(train=training.TrainConfig(epochs=1),
+    config = tuner.TunerConfig(trial=finalists.FinalistConfig(train=training.TrainConfig(epochs=1),
                                                                   distill=True))
     with pytest.raises(ValueError, match="teacher"):
-        search(tiny, "random", baselines.Budget(max_trials=2), tmp_path, config)
-    outcome = baselines.run_tuner("random", SMALL_TEACHER, tiny.for_search(), TINY_DATA, config, seed=0,
-                                  budget=baselines.Budget(max_trials=2), directory=str(tmp_path),
+        search(tiny, "random", tuner.Budget(max_trials=2), tmp_path, config)
+    outcome = tuner.run_tuner("random", SMALL_TEACHER, tiny.for_search(), TINY_DATA, config, seed=0,
+                                  budget=tuner.Budget(max_trials=2), directory=str(tmp_path),
                                   teacher_model=teacher)
     assert [t["status"] for t in outcome.trials].count("COMPLETED") >= 1
 
 
 def test_run_tuner_refuses_the_test_split_and_no_budget(tiny, tmp_path):
     with pytest.raises(TypeError, match="SearchSplits"):
-        baselines.run_tuner("random", SMALL_TEACHER, tiny, TINY_DATA, ONE_EPOCH, seed=0,
-                            budget=baselines.Budget(max_trials=1), directory=str(tmp_path))
+        tuner.run_tuner("random", SMALL_TEACHER, tiny, TINY_DATA, ONE_EPOCH, seed=0,
+                            budget=tuner.Budget(max_trials=1), directory=str(tmp_path))
     with pytest.raises(ValueError, match="budget"):
-        search(tiny, "random", baselines.Budget(), tmp_path)
+        search(tiny, "random", tuner.Budget(), tmp_path)
     with pytest.raises(ValueError, match="method"):
-        search(tiny, "grid", baselines.Budget(max_trials=1), tmp_path)
+        search(tiny, "grid", tuner.Budget(max_trials=1), tmp_path)
 
 
 def test_top_distinct_ranks_completed_trials_by_score_and_drops_repeats():
@@ -333,23 +335,23 @@ def test_top_distinct_ranks_completed_trials_by_score_and_drops_repeats():
                                                 "spec": None if width is None else spec(width)}
     trials = [record("0", "COMPLETED", 0.5, 8), record("1", "COMPLETED", 0.9, 16), record("2", "FAILED", None, None),
               record("3", "COMPLETED", 0.9, 8), record("4", "COMPLETED", 0.7, 16), record("5", "COMPLETED", 0.8, 4)]
-    top = baselines.top_distinct(trials, 2)
+    top = tuner.top_distinct(trials, 2)
     assert [s.to_dict() for s in top] == [spec(16), spec(8)]  # 16 first (tie broken by trial id)
-    assert len(baselines.top_distinct(trials, 10)) == 3
+    assert len(tuner.top_distinct(trials, 10)) == 3
 
 
 def test_tuner_role_reads_keras_tuner_environment(monkeypatch):
     for name in ("KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID"):
         monkeypatch.delenv(name, raising=False)
-    assert baselines.tuner_role() == "single"
+    assert tuner.tuner_role() == "single"
     monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
     with pytest.raises(ValueError, match="KERASTUNER_ORACLE_PORT"):
-        baselines.tuner_role()
+        tuner.tuner_role()
     monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "8000")
     monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
-    assert baselines.tuner_role() == "chief"
+    assert tuner.tuner_role() == "chief"
     monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner1")
-    assert baselines.tuner_role() == "worker"
+    assert tuner.tuner_role() == "worker"
 
 
 # -- uniform width scaling ---------------------------------------------------------------------------
@@ -357,7 +359,7 @@ def test_tuner_role_reads_keras_tuner_environment(monkeypatch):
 @pytest.mark.parametrize("target", [2.0, 10.0, 40.0])
 def test_uniform_scaling_is_the_widest_uniform_child_that_meets_the_target(target):
     teacher_params = DIGITS_TEACHER.count_params(DIGITS, 10)
-    scaled = baselines.uniform_width_scaling(DIGITS_TEACHER, DIGITS, 10, target_ratio=target)
+    scaled = uniform.uniform_width_scaling(DIGITS_TEACHER, DIGITS, 10, target_ratio=target)
     assert scaled.reached and scaled.ratio >= target and scaled.params == scaled.spec.count_params(DIGITS, 10)
     assert scaled.spec == sampler.apply_choices(DIGITS_TEACHER, width_multipliers=scaled.alpha)
     # Every width is the teacher's times alpha, snapped: one uniform multiplier.
@@ -371,12 +373,12 @@ def test_uniform_scaling_is_the_widest_uniform_child_that_meets_the_target(targe
 
 
 def test_uniform_scaling_edges():
-    same = baselines.uniform_width_scaling(DIGITS_TEACHER, DIGITS, 10, target_ratio=1.0)
+    same = uniform.uniform_width_scaling(DIGITS_TEACHER, DIGITS, 10, target_ratio=1.0)
     assert same.alpha == 1.0 and same.spec == DIGITS_TEACHER and same.reached
-    unreachable = baselines.uniform_width_scaling(DIGITS_TEACHER, DIGITS, 10, target_ratio=1e9)
-    assert not unreachable.reached and unreachable.alpha == baselines.MIN_ALPHA
+    unreachable = uniform.uniform_width_scaling(DIGITS_TEACHER, DIGITS, 10, target_ratio=1e9)
+    assert not unreachable.reached and unreachable.alpha == uniform.MIN_ALPHA
     with pytest.raises(ValueError, match="target_ratio"):
-        baselines.uniform_width_scaling(DIGITS_TEACHER, DIGITS, 10, target_ratio=0.5)
+        uniform.uniform_width_scaling(DIGITS_TEACHER, DIGITS, 10, target_ratio=0.5)
 
 
 # -- the binary ----------------------------------------------------------------------------------------

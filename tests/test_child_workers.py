@@ -5,7 +5,10 @@ import os
 import subprocess
 import sys
 
+import keras
+import numpy as np
 import pytest
+import tensorflow as tf
 
 from acompress import archspec
 from acompress import child_training
@@ -125,6 +128,24 @@ def test_bad_arguments_are_refused_before_any_worker_starts(search, tmp_path):
         in_workers(search, tmp_path, groups_per_worker=0)
     with pytest.raises(TypeError, match="SearchSplits"):
         child_workers.train_children_in_workers(CHILDREN, INDICES, data.load(DATA), CONFIG, batch_size=64, seed=0)
+    with pytest.raises(ValueError, match="max_retries"):
+        in_workers(search, tmp_path, max_retries=-1)
+    assert os.listdir(tmp_path) == []  # refused before the arrays are written
+
+
+def test_worker_setup_shares_the_arrays_and_defaults_to_this_process_settings(search, tmp_path):
+    # pylint: disable=protected-access
+    child_workers._save_arrays(search, str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["x_train.npy", "x_val.npy", "y_train.npy", "y_val.npy"]
+    np.testing.assert_array_equal(np.load(tmp_path / "x_val.npy", mmap_mode="r"), search.x_val)
+    setup = child_workers._worker_setup(str(tmp_path), search.info, "teacher.keras", None, None, None)
+    assert setup.intra_op_threads == tf.config.threading.get_intra_op_parallelism_threads()
+    assert setup.inter_op_threads == tf.config.threading.get_inter_op_parallelism_threads()
+    assert setup.precision_policy == keras.mixed_precision.global_policy().name
+    assert setup.teacher_path == os.path.abspath("teacher.keras") and setup.array_dir == str(tmp_path)
+    given = child_workers._worker_setup(str(tmp_path), search.info, None, 1, 2, "mixed_float16")
+    assert (given.intra_op_threads, given.inter_op_threads, given.precision_policy, given.teacher_path) == (
+        1, 2, "mixed_float16", None)
 
 
 @pytest.mark.slow  # several worker starts; .ci/run runs it

@@ -1,5 +1,7 @@
 """Corpus storage: record schema, durable shards, resume, metadata pinning, corruption, tf.data."""
 
+import dataclasses
+import json
 import logging
 import math
 import os
@@ -13,8 +15,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from acompress import archspec
 from acompress import corpus
 from acompress import rundir
+from acompress import sampler
 from acompress import search_space
 from tests import specs
 
@@ -213,6 +217,41 @@ def test_make_metadata_pins_everything():
         make_test_metadata(num_children=0)
     with pytest.raises(ValueError, match="'name'"):
         make_test_metadata(dataset={"config": {}})
+
+
+def test_corpus_metadata_reads_the_stored_testdata_corpus_as_its_raw_dict_says():
+    stored = corpus.read_corpus(os.path.join(REPO_ROOT, "testdata", "digits_corpus"))
+    raw, meta = stored.metadata, stored.meta
+    assert isinstance(meta, corpus.CorpusMetadata) and meta.stored is raw
+    assert meta.teacher_spec == archspec.ArchSpec.from_dict(raw["teacher"]["spec"])
+    assert meta.teacher_spec.hash == meta.teacher_hash == raw["teacher"]["hash"]
+    assert meta.teacher_params == raw["teacher"]["params"] == 559_306
+    assert meta.search_space == search_space.SearchSpace.from_dict(raw["search_space"]["config"])
+    assert meta.search_space.hash == raw["search_space"]["hash"]
+    assert meta.sampler_config == sampler.SamplerConfig.from_dict(raw["sampler"])
+    assert meta.proxy == raw["proxy"] and meta.dataset_info == raw["dataset"]["info"]
+    assert meta.num_children == raw["num_children"] == 48 and meta.seed == raw["seed"]
+    assert meta.tokens_shape == stored.tokens_shape == tuple(raw["tokens_shape"])
+
+
+def test_corpus_metadata_is_a_read_only_view(tmp_path):
+    metadata = make_test_metadata()
+    writer = corpus.CorpusWriter(str(tmp_path / "corpus"), metadata)
+    before = json.dumps(writer.metadata, sort_keys=True)
+    proxy, info = writer.meta.proxy, writer.meta.dataset_info
+    proxy["epochs"], info["num_classes"] = 99, 99  # copies: the stored metadata does not change
+    assert json.dumps(writer.metadata, sort_keys=True) == before
+    assert writer.meta.proxy == {"epochs": 5, "learning_rate": 0.001}
+    assert writer.meta.dataset_info == {"num_classes": 10}
+    assert writer.meta.teacher_hash == specs.digits_teacher().hash and writer.meta.seed == 7
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        writer.meta.stored = {}
+    read = corpus.read_corpus(str(tmp_path / "corpus"))
+    assert read.meta.stored == writer.metadata
+    untokenised = corpus.CorpusMetadata(make_test_metadata(tokens_shape=None))
+    assert untokenised.tokens_shape is None
+    with pytest.raises(KeyError):
+        corpus.CorpusMetadata({}).teacher_hash
 
 
 def test_writer_refuses_other_metadata_naming_the_field(tmp_path):

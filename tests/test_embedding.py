@@ -1,4 +1,5 @@
-"""The embedding model: layers, save/reload equality, normalisation, masked decoding, repair."""
+"""The embedding model: layers, save/reload equality, normalisation, masked decoding, repair; the records its
+training reads from a corpus."""
 
 import os
 
@@ -6,8 +7,11 @@ import keras
 import numpy as np
 import pytest
 
+from acompress import archspec
 from acompress import corpus
 from acompress import embedding
+from acompress import embedding_training
+from acompress import sampler
 from acompress import search_space
 from acompress import tokens
 
@@ -138,3 +142,36 @@ def test_check_tokens_and_repair(tokenizer, stored_corpus):
 def test_too_small_input_is_a_shape_problem(tokenizer, stored_corpus):
     # The first child pools with a 2x2 valid window: a 1x1 input cannot carry it.
     assert embedding.check_tokens(tokenizer, stored_corpus.tokens[0], (1, 1, 1)) is not None
+
+
+# -- what embedding_training reads from the corpus -------------------------------------------------------
+
+def test_unlabeled_records_continue_the_corpus_sampler():
+    stored = corpus.read_corpus(CORPUS_DIR)
+    raw, info = stored.metadata, stored.metadata["dataset"]["info"]
+    assert len(embedding_training.unlabeled_records(stored, 0)) == 0
+    extra = embedding_training.unlabeled_records(stored, 4)
+    expected = sampler.sample_children(
+        archspec.ArchSpec.from_dict(raw["teacher"]["spec"]), input_shape=info["input_shape"],
+        num_classes=info["num_classes"], count=raw["num_children"] + 4, seed=raw["seed"],
+        space=search_space.SearchSpace.from_dict(raw["search_space"]["config"]),
+        config=sampler.SamplerConfig.from_dict(raw["sampler"]))[raw["num_children"]:]
+    assert [h.decode() for h in extra.spec_hash] == [child.hash for child in expected]
+    assert extra.child_index.tolist() == [48, 49, 50, 51] and extra.tokens.shape == (4, 18, 9)
+    assert np.isnan(extra.val_accuracy).all()
+    assert extra.params.tolist() == [child.count_params(info["input_shape"], info["num_classes"]) for child in expected]
+    fewer = embedding_training.unlabeled_records(stored, 4, exclude=[extra.spec_hash[0]])
+    assert expected[0].hash not in {h.decode() for h in fewer.spec_hash} and len(fewer) < 4
+
+
+def test_training_records_split_the_ok_records_by_hash_and_add_unlabelled_ones(tokenizer):
+    stored = corpus.read_corpus(CORPUS_DIR)
+    config = embedding_training.EmbeddingTrainConfig(unlabeled_architectures=3)
+    records = embedding_training._training_records(stored, tokenizer, config)  # pylint: disable=protected-access
+    assert len(records.train) + len(records.heldout) == len(stored.ok()) and len(records.heldout) >= 1
+    assert not set(records.train.spec_hash.tolist()) & set(records.heldout.spec_hash.tolist())
+    assert len(records.extra) == 3 and records.train_size == len(records.train) + 3
+    assert records.targets == embedding.TargetStats.from_targets(records.train.val_accuracy, records.train.params)
+    nothing_held_out = embedding_training.EmbeddingTrainConfig(heldout_fraction=1e-4, unlabeled_architectures=0)
+    with pytest.raises(ValueError, match="an embedding needs at least 2 and 1"):
+        embedding_training._training_records(stored, tokenizer, nothing_held_out)  # pylint: disable=protected-access

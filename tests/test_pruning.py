@@ -12,6 +12,7 @@ from acompress import keras_builder
 from acompress import pruning
 from acompress import sampler
 from acompress import training
+from acompress import tuner
 from tests import specs
 
 SHAPE = specs.DIGITS_SHAPE
@@ -137,7 +138,7 @@ def test_the_pruned_network_keeps_the_largest_l1_filters(tiny_teacher):
 def test_run_baseline_prunes_and_fine_tunes_one_finalist(tiny_teacher, tmp_path):
     splits, model = tiny_teacher
     config = baselines.BaselineConfig(
-        method=baselines.L1_PRUNE, tuner=baselines.TunerConfig(target_ratio=6.0),
+        method=baselines.L1_PRUNE, tuner=tuner.TunerConfig(target_ratio=6.0),
         finalist=finalists.FinalistConfig(train=training.TrainConfig(epochs=1), init="inherit",
                                           recalibrate_batches=2),
         pruning=pruning.PruningConfig(grid=(0.5, 0.25), recalibrate_batches=2, eval_examples=64))
