@@ -12,11 +12,9 @@ FLAGS=--flagfile=flags/cifar10_16px.flags
 seed=${SEED:-0}
 run=${RUN:-runs/cifar10_16px_s$seed}
 "$PY" -m binaries.pipeline $FLAGS --seed="$seed" --output_dir="$run"
-# The baselines do not search: the flagfile's search-only flags mean nothing to them.
-BASELINE_FLAGS="$FLAGS --undefok=refine_children,search_skeleton"
-"$PY" -m binaries.tune_baseline $BASELINE_FLAGS --seed="$seed" --method=l1_prune --pruning_eval_examples=2000 \
+"$PY" -m binaries.tune_baseline $FLAGS --seed="$seed" --method=l1_prune --pruning_eval_examples=2000 \
     --teacher_dir="$run/teacher" --output_dir="${run}_l1_prune"
-"$PY" -m binaries.tune_baseline $BASELINE_FLAGS --seed="$seed" --method=uniform --teacher_dir="$run/teacher" \
+"$PY" -m binaries.tune_baseline $FLAGS --seed="$seed" --method=uniform --teacher_dir="$run/teacher" \
     --output_dir="${run}_uniform"
 # The free search on the same teacher, corpus and embedding: keep the skeleton run's results beside it.
 [ -d "$run/compressed_teacher_skeleton" ] || cp -r "$run/compressed" "$run/compressed_teacher_skeleton"
