@@ -50,6 +50,6 @@ setuptools.setup(
         "importlib_resources>=6.0",
     ],
     extras_require={"cpu": ["tensorflow-cpu~=2.21.0"], "gpu": ["tensorflow[and-cuda]~=2.21.0"],
-                    "test": ["pytest>=8"]},
+                    "test": ["pytest>=8", "pytest-xdist>=3.5"]},
     entry_points={"console_scripts": _binaries()},
 )

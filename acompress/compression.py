@@ -437,6 +437,17 @@ def _corpus_pool(pool: Pool, ok: corpus_lib.Corpus) -> None:
         pool.add(first.spec(), first.params, first.flops, accuracy, "corpus", measured=accuracy)
 
 
+def trained_front(results: Sequence[finalists_lib.FinalistResult]) -> List[finalists_lib.FinalistResult]:
+    """The trained finalists no other beats on **validation** accuracy and size (fewer or equal
+    parameters and higher or equal validation accuracy, one strictly), smallest first. The chosen
+    network is among them (`choose` takes the smallest within the drop, or the most accurate)."""
+    usable = [r for r in results if r.ok]
+    if not usable:
+        return []
+    order = latent_search.pareto_front([r.params for r in usable], [r.val_accuracy for r in usable])
+    return [usable[i] for i in order]
+
+
 def choose(results: Sequence[finalists_lib.FinalistResult], teacher_metrics: dict, config: CompressConfig,
            teacher_params: int):
     """(chosen finalist, whether it meets every target). See the module docstring, step 5."""

@@ -5,7 +5,9 @@
     <run>/corpus_summary.json, corpus.png
     <run>/embedding/    embedding.keras, embedding.json, metrics.json, ...    (embedding_stage)
     <run>/compressed/   model.keras, saved_model/, report.json, report.png,   (compress_stage)
-                        finalists.jsonl, candidates.json
+                        finalists.jsonl, finalists/<hash>.keras (each trained finalist),
+                        front/<ratio>x-<hash>/ (model.keras + saved_model/ of each finalist on the
+                        trained validation-accuracy/size front), candidates.json
     <run>/timings.json  wall seconds of each stage when it last ran
 
 A stage whose outputs are complete and were made with the same settings is loaded,
@@ -39,6 +41,8 @@ from acompress import training
 
 TIMINGS_FILE = "timings.json"
 FINALISTS_FILE = "finalists.jsonl"
+FINALIST_MODELS_DIR = "finalists"
+FRONT_DIR = "front"
 REPORT_FILE = "report.json"
 
 
@@ -123,14 +127,35 @@ def load_embedding_for(embedding_dir: str, stored: corpus_lib.Corpus) -> embeddi
     return loaded
 
 
-def _read_finalists(path: str):
+def _finalist_model_path(compress_dir: str, spec_hash: str) -> str:
+    return os.path.join(compress_dir, FINALIST_MODELS_DIR, f"{spec_hash}.keras")
+
+
+def _read_finalists(compress_dir: str):
+    """An interrupted run's finalists (finalists.jsonl), each with its model where finalists/ holds it."""
+    path = os.path.join(compress_dir, FINALISTS_FILE)
     if not tf.io.gfile.exists(path):
         return []
     with tf.io.gfile.GFile(path) as handle:
-        return [finalists_lib.FinalistResult.from_dict(json.loads(line)) for line in handle if line.strip()]
+        results = [finalists_lib.FinalistResult.from_dict(json.loads(line)) for line in handle if line.strip()]
+    for index, result in enumerate(results):
+        model_path = _finalist_model_path(compress_dir, result.spec.hash)
+        if result.ok and tf.io.gfile.exists(model_path):
+            results[index] = dataclasses.replace(
+                result, model=keras.saving.load_model(model_path, safe_mode=True, compile=False))
+    return results
 
 
-def _append_finalist(path: str, result: finalists_lib.FinalistResult) -> None:
+def _append_finalist(compress_dir: str, result: finalists_lib.FinalistResult) -> None:
+    """Stores a trained finalist durably: its model first (finalists/<hash>.keras), then its line in
+    finalists.jsonl, so a listed finalist's model is there unless it never had one."""
+    if result.ok and result.model is not None:
+        model_path = _finalist_model_path(compress_dir, result.spec.hash)
+        tf.io.gfile.makedirs(os.path.dirname(model_path))
+        partial = model_path[:-len(".keras")] + ".partial.keras"
+        result.model.save(partial)
+        tf.io.gfile.rename(partial, model_path, overwrite=True)
+    path = os.path.join(compress_dir, FINALISTS_FILE)
     existing = ""
     if tf.io.gfile.exists(path):
         with tf.io.gfile.GFile(path) as handle:
@@ -188,22 +213,21 @@ def compress_stage(run_dir: str, compress_dir: str, embedding: embedding_lib.Emb
         return rundir.read_json(report_path)
     if tf.io.gfile.exists(key_path) and rundir.read_json(key_path) != key:
         # Another configuration: finalists trained under it do not count for this one.
-        for name in (FINALISTS_FILE, REPORT_FILE):
-            if tf.io.gfile.exists(os.path.join(compress_dir, name)):
+        for name in (FINALISTS_FILE, REPORT_FILE, FINALIST_MODELS_DIR, FRONT_DIR):
+            if tf.io.gfile.isdir(os.path.join(compress_dir, name)):
+                tf.io.gfile.rmtree(os.path.join(compress_dir, name))
+            elif tf.io.gfile.exists(os.path.join(compress_dir, name)):
                 tf.io.gfile.remove(os.path.join(compress_dir, name))
     rundir.write_json(key_path, key)
-    finalists_path = os.path.join(compress_dir, FINALISTS_FILE)
-    earlier = [r for r in _read_finalists(finalists_path)]
     start = time.perf_counter()
     outcome = compression.compress(
         embedding, stored, stage.teacher.spec, stage.metrics, splits, data_config, config, seed=seed,
         proxy_splits=(proxy_splits or splits).for_search(), teacher_model=stage.model,
-        on_finalist=lambda result: _append_finalist(finalists_path, result), trained_finalists=earlier,
-        strategy=strategy)
+        on_finalist=lambda result: _append_finalist(compress_dir, result),
+        trained_finalists=_read_finalists(compress_dir), strategy=strategy)
     chosen: finalists_lib.FinalistResult = outcome.chosen
-    if chosen.model is None:  # trained by an earlier, interrupted run: train it again from its seed
-        logging.info("retraining the chosen network %s (its model was not kept by the interrupted run)",
-                     chosen.spec.hash)
+    if chosen.model is None:  # trained by a run from before finalists/ kept models: train it again from its seed
+        logging.info("retraining the chosen network %s (finalists/ does not hold its model)", chosen.spec.hash)
         chosen = finalists_lib.train_finalists([chosen.spec], splits, data_config, config.finalist, seed=seed,
                                                teacher_model=stage.model, strategy=strategy)[0]
     timings = dict(outcome.timings)
@@ -211,14 +235,45 @@ def compress_stage(run_dir: str, compress_dir: str, embedding: embedding_lib.Emb
     norm = splits.info.normalisation
     raw_sample = splits.x_test[:64] * np.asarray(norm.std, np.float32) + np.asarray(norm.mean, np.float32)
     exported = compression.export(chosen.model, compress_dir, raw_sample, normalisation=norm.to_dict())
+    front = export_front(compress_dir, outcome.finalists, chosen, exported, outcome.teacher_params, raw_sample,
+                         norm.to_dict())
     timings["export"] = time.perf_counter() - begin
     record_timing(run_dir, "compress", time.perf_counter() - start)
     report = make_report(run_dir, compress_dir, outcome, chosen, stage, stored, embedding, config, exported,
                          timings, resolved_config)
+    report["front"] = front
     rundir.write_json(os.path.join(compress_dir, REPORT_FILE), report)
     plot_report(os.path.join(compress_dir, "report.png"), report, stored, outcome, title=f"{splits.info.name}: "
                 f"{stage.teacher.source} compressed {report['chosen']['ratio']:.1f}x")
     return report
+
+
+def export_front(compress_dir: str, results, chosen: finalists_lib.FinalistResult, chosen_export: dict,
+                 teacher_params: int, raw_sample: np.ndarray, normalisation: dict) -> list:
+    """Exports every finalist on the trained front (`compression.trained_front`) into
+    front/<ratio>x-<hash>/ (model.keras + saved_model/), so a user can take another trade-off without
+    running again; the chosen network's entry points at the main export. Returns report.json's "front":
+    one entry per front finalist, by size, with its paths (null, and a reason, where its model is gone)."""
+    entries = []
+    for result in compression.trained_front(results):
+        ratio = teacher_params / result.params
+        entry = {"spec_hash": result.spec.hash, "params": int(result.params), "flops": int(result.flops),
+                 "ratio": ratio, "val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy,
+                 "chosen": result.spec.hash == chosen.spec.hash}
+        if entry["chosen"]:
+            paths = chosen_export
+        elif result.model is None:
+            paths = {"keras": None, "saved_model": None}
+            entry["reason"] = "not exported: its model was not kept (trained by a run from before finalists/)"
+            logging.warning("trained front: finalist %s (%.1fx) %s", result.spec.hash, ratio, entry["reason"])
+        else:
+            paths = compression.export(result.model, os.path.join(compress_dir, FRONT_DIR,
+                                                                  f"{ratio:.1f}x-{result.spec.hash}"),
+                                       raw_sample, normalisation=normalisation)
+        entry.update(keras=paths["keras"], saved_model=paths["saved_model"])
+        entries.append(entry)
+    logging.info("trained front: %s", ", ".join(f"{e['ratio']:.1f}x at {e['val_accuracy']:.4f}" for e in entries))
+    return entries
 
 
 def _network(result: finalists_lib.FinalistResult, teacher_params: int, pool: compression.Pool) -> dict:
@@ -287,6 +342,10 @@ def plot_report(path: str, report: dict, stored: corpus_lib.Corpus, outcome: com
     finals = [f for f in report["finalists"] if f["val_accuracy"] is not None]
     axes.scatter([f["params"] for f in finals], [f["val_accuracy"] for f in finals], s=40, color="tab:orange",
                  label="finalists, validation accuracy (full training)", zorder=3)
+    front = report.get("front") or []
+    if front:
+        axes.plot([e["params"] for e in front], [e["val_accuracy"] for e in front], color="tab:orange", lw=1,
+                  label=f"trained front, exported to front/ ({len(front)})", zorder=2)
     chosen = report["chosen"]
     axes.scatter([chosen["params"]], [chosen["val_accuracy"]], s=160, marker="D", facecolors="none",
                  edgecolors="tab:green", linewidths=2, label=f"chosen ({chosen['ratio']:.1f}x)", zorder=4)

@@ -16,7 +16,8 @@ NO_TESTS_COLLECTED = 5  # a module whose tests are all deselected (slow ones): p
 
 def main(argv):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    args = [os.path.join(root, path) for path in argv] + ["--rootdir", root, "-p", "no:cacheprovider"]
+    # -n 0: one module per target, in this process (Bazel runs the targets in parallel itself).
+    args = [os.path.join(root, path) for path in argv] + ["--rootdir", root, "-p", "no:cacheprovider", "-n", "0"]
     if os.environ.get("TEST_TMPDIR"):  # temporary files in the test's own directory, subprocesses' too
         os.environ["TMPDIR"] = tempfile.tempdir = os.environ["TEST_TMPDIR"]
         args.append(f"--basetemp={os.path.join(os.environ['TEST_TMPDIR'], 'pytest')}")

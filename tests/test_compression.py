@@ -1,5 +1,6 @@
 """Compression: the finalist ladder, the choice, export and reload, the unreachable target."""
 
+import dataclasses
 import os
 
 import keras
@@ -79,6 +80,22 @@ def test_choose_smallest_within_drop_and_reports_misses():
     ratio_only = compression.CompressConfig(max_accuracy_drop=None, target_ratio=15)
     chosen, met = compression.choose(results, teacher, ratio_only, TEACHER_PARAMS)
     assert chosen.params == 50 and met  # the most accurate at >= 15x
+
+
+def test_trained_front_keeps_what_no_smaller_finalist_beats_on_validation():
+    nan = float("nan")
+    failed = dataclasses.replace(result(10, nan), status=finalists.FAILED)
+    results = [result(100, 0.95), result(50, 0.945), result(60, 0.93), result(20, 0.90), result(30, 0.90),
+               failed, result(200, 0.95)]
+    front = compression.trained_front(results)
+    # 30 ties 20 at 0.90, 60 is beaten by 50, 200 ties 100: off the front; the failed one is never on it.
+    assert [r.params for r in front] == [20, 50, 100]
+    teacher = {"val_accuracy": 0.95}
+    for drop in (0.0, 0.01, 0.1):
+        chosen, _ = compression.choose(results[:5], teacher, compression.CompressConfig(max_accuracy_drop=drop),
+                                       TEACHER_PARAMS)
+        assert chosen in front
+    assert compression.trained_front([failed]) == []
 
 
 def test_export_reloads_to_identical_outputs_with_raw_inputs(tmp_path):

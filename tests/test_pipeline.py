@@ -84,6 +84,39 @@ def test_saved_model_takes_raw_inputs_and_matches_the_report(run):
     np.testing.assert_allclose(output.numpy(), loaded.serve(tf.constant(raw[:7])).numpy(), rtol=1e-6, atol=1e-7)
 
 
+def test_every_finalist_on_the_trained_front_is_exported_and_serves_its_reported_accuracy(run):
+    out = run["output_dir"]
+    report = test_binaries.read_json(os.path.join(out, "compressed", "report.json"))
+    front, chosen = report["front"], report["chosen"]
+    assert front and [e["params"] for e in front] == sorted(e["params"] for e in front)
+    accuracies = [e["val_accuracy"] for e in front]
+    assert all(a < b for a, b in zip(accuracies, accuracies[1:]))  # each larger one buys accuracy
+    trained = {f["spec_hash"]: f for f in report["finalists"] if f["status"] == "ok"}
+    assert {e["spec_hash"] for e in front} <= set(trained)
+    for finalist in trained.values():  # off the front: a smaller or equal finalist is at least as accurate
+        if finalist["spec_hash"] not in {e["spec_hash"] for e in front}:
+            assert any(e["params"] <= finalist["params"] and e["val_accuracy"] >= finalist["val_accuracy"]
+                       for e in front)
+    (mine,) = [e for e in front if e["chosen"]]
+    assert mine["spec_hash"] == chosen["spec_hash"] and mine["saved_model"] == report["export"]["saved_model"]
+    splits = data.load(data.DataConfig(seed=0))
+    norm = splits.info.normalisation
+    raw = splits.x_test * np.asarray(norm.std, np.float32) + np.asarray(norm.mean, np.float32)
+    for entry in front:
+        assert entry["ratio"] == pytest.approx(report["teacher"]["params"] / entry["params"])
+        assert entry["test_accuracy"] == trained[entry["spec_hash"]]["test_accuracy"]
+        if not entry["chosen"]:
+            assert os.path.basename(os.path.dirname(entry["saved_model"])) == \
+                f"{entry['ratio']:.1f}x-{entry['spec_hash']}"
+        loaded = tf.saved_model.load(entry["saved_model"])
+        accuracy = float(np.mean(np.argmax(loaded.serve(tf.constant(raw)).numpy(), -1) == splits.y_test))
+        assert accuracy == pytest.approx(entry["test_accuracy"], abs=1e-6)
+        assert os.path.exists(entry["keras"])
+    # Every trained finalist's model is kept, so an interrupted run never trains one again to export it.
+    for spec_hash in trained:
+        assert os.path.exists(os.path.join(out, "compressed", "finalists", f"{spec_hash}.keras"))
+
+
 def test_rerun_reuses_every_stage(run):
     start = time.perf_counter()
     result = test_binaries.run_binary("pipeline", *TINY, f"--output_dir={run['output_dir']}")
