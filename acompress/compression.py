@@ -442,8 +442,6 @@ def trained_front(results: Sequence[finalists_lib.FinalistResult]) -> List[final
     parameters and higher or equal validation accuracy, one strictly), smallest first. The chosen
     network is among them (`choose` takes the smallest within the drop, or the most accurate)."""
     usable = [r for r in results if r.ok]
-    if not usable:
-        return []
     order = latent_search.pareto_front([r.params for r in usable], [r.val_accuracy for r in usable])
     return [usable[i] for i in order]
 

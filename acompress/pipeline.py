@@ -213,11 +213,12 @@ def compress_stage(run_dir: str, compress_dir: str, embedding: embedding_lib.Emb
         return rundir.read_json(report_path)
     if tf.io.gfile.exists(key_path) and rundir.read_json(key_path) != key:
         # Another configuration: finalists trained under it do not count for this one.
-        for name in (FINALISTS_FILE, REPORT_FILE, FINALIST_MODELS_DIR, FRONT_DIR):
-            if tf.io.gfile.isdir(os.path.join(compress_dir, name)):
-                tf.io.gfile.rmtree(os.path.join(compress_dir, name))
-            elif tf.io.gfile.exists(os.path.join(compress_dir, name)):
-                tf.io.gfile.remove(os.path.join(compress_dir, name))
+        for path in (os.path.join(compress_dir, name)
+                     for name in (FINALISTS_FILE, REPORT_FILE, FINALIST_MODELS_DIR, FRONT_DIR)):
+            if tf.io.gfile.isdir(path):
+                tf.io.gfile.rmtree(path)
+            elif tf.io.gfile.exists(path):
+                tf.io.gfile.remove(path)
     rundir.write_json(key_path, key)
     start = time.perf_counter()
     outcome = compression.compress(
