@@ -21,7 +21,7 @@ point where the decoded architecture changes: each change along the way becomes 
 candidate.
 
 `search` then decodes the snapshots (masked: valid by construction; with
-``skeleton="teacher"`` also held to children of the teacher), simplifies each
+``skeleton="teacher"`` or ``"widths"`` also held to children of the teacher), simplifies each
 (`archspec.simplified`: no batch norm or activation repeated between two computing
 layers), drops repeats and architectures already in the corpus (their proxy accuracy
 is known, they are not new), scores every candidate by re-encoding its decoded tokens (the prediction for
@@ -39,7 +39,7 @@ import tensorflow as tf
 from acompress import archspec
 from acompress import embedding as embedding_lib
 
-SKELETONS = ("free", "teacher")
+SKELETONS = ("free", "teacher", "widths")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +56,9 @@ class SearchConfig:
       snapshot_every: a decoded snapshot of every code every this many steps.
       skeleton: "free" decodes any architecture of the space; "teacher" decodes only children
         of the teacher (its layers, each at most as wide and with at most its kernel:
-        `tokens.Tokenizer.skeleton_mask`), which inherit all of its layers by alignment.
+        `tokens.Tokenizer.skeleton_mask`), which inherit all of its layers by alignment;
+        "widths" the same children with the teacher's kernels (only widths shrink: the
+        search space of filter pruning).
     """
 
     steps: int = 400
@@ -262,7 +264,8 @@ def search(embedding: embedding_lib.Embedding, teacher: archspec.ArchSpec, confi
     begin = time.perf_counter()
     snapshots = result["snapshots"]  # [S, N, L, C]
     known = {t.tobytes() for t in corpus_tokens} | {teacher_tokens.tobytes()}
-    masks = tokenizer.skeleton_mask(teacher_tokens) if config.skeleton == "teacher" else None
+    masks = None if config.skeleton == "free" else tokenizer.skeleton_mask(
+        teacher_tokens, shrink_kernels=config.skeleton == "teacher")
     new, decoded, distinct, in_corpus = _new_architectures(embedding, snapshots, known, masks)
     candidates = _candidates(embedding, new, snapshots.shape[1], code_starts, config)
     decode_seconds = time.perf_counter() - begin

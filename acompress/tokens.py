@@ -460,7 +460,7 @@ class Tokenizer:
         return state  # bn, act, dropout, dense (flat: nothing left to track)
 
     # -- the teacher's skeleton -------------------------------------------------
-    def skeleton_mask(self, template) -> List[np.ndarray]:
+    def skeleton_mask(self, template, shrink_kernels: bool = True) -> List[np.ndarray]:
         """Which tokens keep a decode a *child* of the spec `template` (a spec or its token matrix).
 
         A child of the template has its layers, kinds and every field, except that it
@@ -472,6 +472,9 @@ class Tokenizer:
         The legality masks still apply on top: where a residual block's identity
         shortcut no longer matches its narrowed input, the decode takes a projection
         shortcut (fresh weights) instead.
+
+        With ``shrink_kernels=False`` every kernel stays the template's: only the widths
+        (``filters``, ``expansion``) shrink, the search space of filter pruning.
 
         Returns:
           per-field bool arrays [max_layers, vocab_sizes[f]], in `fields` order, to mask
@@ -487,7 +490,7 @@ class Tokenizer:
             for column, field in enumerate(self._fields):
                 token = int(row[column])
                 masks[column][position, token] = True
-                if token < FIRST_VALUE or not self._shrinkable(kind, field, row):
+                if token < FIRST_VALUE or not self._shrinkable(kind, field, row, shrink_kernels):
                     continue
                 value = self._values[field][token - FIRST_VALUE]
                 for other, candidate in enumerate(self._values[field]):
@@ -495,10 +498,10 @@ class Tokenizer:
                         masks[column][position, FIRST_VALUE + other] = True
         return masks
 
-    def _shrinkable(self, kind: Optional[str], field: str, row: np.ndarray) -> bool:
+    def _shrinkable(self, kind: Optional[str], field: str, row: np.ndarray, shrink_kernels: bool) -> bool:
         if field in ("filters", "expansion"):
             return True
-        if field != "kernel" or kind in ("maxpool", "avgpool"):
+        if field != "kernel" or not shrink_kernels or kind in ("maxpool", "avgpool"):
             return False
         if "padding" not in archspec.KIND_FIELDS[kind]:
             return True  # the blocks and inverted pad 'same' inside

@@ -34,7 +34,8 @@ def define_flags() -> None:
     flags.DEFINE_enum("search_skeleton", search.skeleton, list(latent_search.SKELETONS), "Which architectures the "
                       "search may decode: free (any of the space) or teacher (only children of the teacher: its "
                       "layers, each at most as wide and with at most its kernel, so every layer inherits by "
-                      "alignment, as a pruned network does).")
+                      "alignment, as a pruned network does) or widths (the same with the teacher's kernels: "
+                      "filter pruning's search space).")
     flags.DEFINE_float("min_ratio", defaults.min_ratio, "Lowest rung of the finalist ladder when no "
                        "--target_ratio is given.", lower_bound=1.0)
     flags.DEFINE_float("rung_factor", defaults.rung_factor, "Ratio between successive rungs of the finalist "

@@ -475,16 +475,30 @@ def test_binary_l1_prune_prunes_the_same_teacher_and_fine_tunes_it(random_run, t
     assert "inherits the teacher's weights" in run.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--budget_seconds=0"], "--budget_seconds must be > 0"),
-    (["--method=uniform", "--teacher_dir=/nonexistent"], "holds no trained teacher"),
-], ids=["zero-budget", "missing-teacher-dir"])
-def test_binary_user_errors_are_one_line(args, message, tmp_path):
-    result = tune_baseline(str(tmp_path / "run"), *args)
+BINARY_USER_ERRORS = {
+    "zero-budget": (["--budget_seconds=0"], "--budget_seconds must be > 0"),
+    "missing-teacher-dir": (["--method=uniform", "--teacher_dir=/nonexistent"], "holds no trained teacher"),
+}
+
+
+@pytest.fixture(scope="module")
+def binary_refusals(tmp_path_factory):
+    """{case: (result, output dir)} of the binary on every case of BINARY_USER_ERRORS, in one process."""
+    from tests.test_binaries import run_binary_cases
+    output_dirs = {name: str(tmp_path_factory.mktemp(name) / "run") for name in BINARY_USER_ERRORS}
+    cases = [[SMOKE, f"--output_dir={output_dirs[name]}", *TINY_RUN, *args]
+             for name, (args, _) in BINARY_USER_ERRORS.items()]
+    results = run_binary_cases("tune_baseline", cases, tmp_path_factory.mktemp("refusals"))
+    return {name: (result, output_dirs[name]) for name, result in zip(BINARY_USER_ERRORS, results)}
+
+
+@pytest.mark.parametrize("case", list(BINARY_USER_ERRORS))
+def test_binary_user_errors_are_one_line(case, binary_refusals):
+    result, output_dir = binary_refusals[case]
     assert result.returncode == 2, describe(result)
     assert "Traceback" not in result.stderr and result.stderr.strip().splitlines()[-1].startswith("error: ")
-    assert message in result.stderr and result.stdout.strip() == ""
-    assert not os.path.exists(tmp_path / "run")
+    assert BINARY_USER_ERRORS[case][1] in result.stderr and result.stdout.strip() == ""
+    assert not os.path.exists(output_dir)
 
 
 def test_binary_accepts_the_digits_flagfile(random_run, tmp_path):

@@ -47,6 +47,61 @@ def run_binary(name, *args, timeout=600):
                           text=True, timeout=timeout)
 
 
+# Runs each case of one binary as `python -m binaries.<name> <args>` would, one after another in one process:
+# its own argv, flags parsed from their defaults, stdout and stderr (file descriptors 1 and 2: Python's,
+# absl's and TensorFlow's C++ output) captured apart, the exit status from SystemExit. One TensorFlow
+# import for all of them, where a process each costs 10-25 s.
+_RUN_CASES = """
+import importlib, json, os, sys, traceback
+name, cases, folder = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+from binaries import _cli
+from absl import flags
+module = importlib.import_module("binaries." + name)
+module.define_flags()
+statuses = []
+for index, args in enumerate(cases):
+    flags.FLAGS.unparse_flags()
+    sys.argv = [module.__file__, *args]
+    sys.stdout.flush(); sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(os.path.join(folder, f"{index}.out"), "w") as out, open(os.path.join(folder, f"{index}.err"), "w") as err:
+        os.dup2(out.fileno(), 1); os.dup2(err.fileno(), 2)
+        try:
+            _cli.run(module.main)
+            status = 0
+        except SystemExit as stop:
+            status = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+        except BaseException:
+            traceback.print_exc()
+            status = 1
+        sys.stdout.flush(); sys.stderr.flush()
+        os.dup2(saved[0], 1); os.dup2(saved[1], 2)
+    statuses.append(status)
+with open(os.path.join(folder, "statuses.json"), "w") as handle:
+    json.dump(statuses, handle)
+"""
+
+
+def run_binary_cases(name, cases, folder, timeout=600):
+    """[CompletedProcess] of `binaries.<name>` run with each argument list of `cases`, in one process.
+
+    For the cases that fail fast (bad flags, files, teachers): the refusal is the binary's own code
+    path (`_cli.run(main)`, absl's flag parsing), only the interpreter is shared. `folder` holds the
+    captured output.
+    """
+    os.makedirs(folder, exist_ok=True)
+    cases = [[str(arg) for arg in args] for args in cases]
+    result = subprocess.run([sys.executable, "-c", _RUN_CASES, name, json.dumps(cases), str(folder)], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0 and os.path.exists(os.path.join(folder, "statuses.json")), describe(result)
+    statuses = read_json(os.path.join(folder, "statuses.json"))
+    done = []
+    for index, (args, status) in enumerate(zip(cases, statuses)):
+        with open(os.path.join(folder, f"{index}.out")) as out, open(os.path.join(folder, f"{index}.err")) as err:
+            done.append(subprocess.CompletedProcess(["binaries." + name, *args], status, out.read(), err.read()))
+    return done
+
+
 def generate_corpus(output_dir, *args, timeout=600):
     return run_binary("generate_corpus", SMOKE, f"--output_dir={output_dir}", *args, timeout=timeout)
 
@@ -184,15 +239,6 @@ def test_a_run_directory_from_before_inheritance_and_workers_still_resumes(smoke
     assert_one_line_error(refused, "differs in: corpus")
 
 
-def test_other_seed_on_the_same_output_dir_fails_in_one_line(smoke):
-    config_before = read_json(os.path.join(smoke["output_dir"], "config.json"))
-    result = generate_corpus(smoke["output_dir"], "--seed=1")
-    assert_one_line_error(result, "was made with a different configuration")
-    assert "--overwrite" in result.stderr
-    assert read_json(os.path.join(smoke["output_dir"], "config.json")) == config_before
-    assert part_files(smoke["corpus_dir"]) == smoke["parts"]
-
-
 @pytest.mark.slow
 def test_overwrite_replaces_the_output_dir(smoke, tmp_path):
     output_dir = str(tmp_path / "run")
@@ -222,16 +268,48 @@ def bad_teachers(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--teacher=no_such_teacher"], "unknown teacher 'no_such_teacher'"),
-    (["--teacher={bad}/no_kernel.json"], "layer 0, field 'kernel'"),
-    (["--teacher={bad}/missing.keras"], "no Keras model at"),
-    (["--num_shards=2", "--shard_index=2"], "--shard_index=2 must be below --num_shards=2"),
-], ids=["unknown-zoo-name", "malformed-spec", "missing-keras-file", "shard-index"])
-def test_user_errors_are_one_line(args, message, bad_teachers, tmp_path):
-    result = generate_corpus(str(tmp_path / "run"), *[arg.format(bad=bad_teachers) for arg in args])
-    assert_one_line_error(result, message)
-    assert not os.path.exists(tmp_path / "run" / "corpus")
+USER_ERRORS = {
+    "unknown-zoo-name": (["--teacher=no_such_teacher"], "unknown teacher 'no_such_teacher'"),
+    "malformed-spec": (["--teacher={bad}/no_kernel.json"], "layer 0, field 'kernel'"),
+    "missing-keras-file": (["--teacher={bad}/missing.keras"], "no Keras model at"),
+    "shard-index": (["--num_shards=2", "--shard_index=2"], "--shard_index=2 must be below --num_shards=2"),
+}
+FLAG_ERRORS = {
+    "unknown-flag": (["--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
+    "out-of-range": (["--proxy_epochs=-1"], "flag --proxy_epochs=-1: -1 is not a non-negative integer"),
+}
+
+
+@pytest.fixture(scope="module")
+def refusals(smoke, bad_teachers, tmp_path_factory):
+    """{case: (result, its output dir)} of generate_corpus on every user and flag error below, and on the smoke
+    run's directory with another seed, all in one process (`run_binary_cases`)."""
+    cases = {name: args for name, (args, _) in {**USER_ERRORS, **FLAG_ERRORS}.items()}
+    output_dirs = {name: str(tmp_path_factory.mktemp(name) / "run") for name in cases}
+    cases = {name: [SMOKE, f"--output_dir={output_dirs[name]}", *[arg.format(bad=bad_teachers) for arg in args]]
+             for name, args in cases.items()}
+    before = read_json(os.path.join(smoke["output_dir"], "config.json"))
+    cases["other-seed"] = [SMOKE, f"--output_dir={smoke['output_dir']}", "--seed=1"]
+    output_dirs["other-seed"] = smoke["output_dir"]
+    results = run_binary_cases("generate_corpus", list(cases.values()), tmp_path_factory.mktemp("refusals"))
+    refused = {name: (result, output_dirs[name]) for name, result in zip(cases, results)}
+    refused["other-seed"] += (before,)
+    return refused
+
+
+def test_other_seed_on_the_same_output_dir_fails_in_one_line(smoke, refusals):
+    result, output_dir, config_before = refusals["other-seed"]
+    assert_one_line_error(result, "was made with a different configuration")
+    assert "--overwrite" in result.stderr
+    assert read_json(os.path.join(output_dir, "config.json")) == config_before
+    assert part_files(smoke["corpus_dir"]) == smoke["parts"]
+
+
+@pytest.mark.parametrize("case", list(USER_ERRORS))
+def test_user_errors_are_one_line(case, refusals):
+    result, output_dir = refusals[case]
+    assert_one_line_error(result, USER_ERRORS[case][1])
+    assert not os.path.exists(os.path.join(output_dir, "corpus"))
 
 
 @pytest.mark.slow
@@ -244,23 +322,28 @@ def test_corrected_command_runs_after_a_teacher_typo(smoke, tmp_path):
     assert fixed.returncode == 0, describe(fixed)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
-    (["--proxy_epochs=-1"], "flag --proxy_epochs=-1: -1 is not a non-negative integer"),
-], ids=["unknown-flag", "out-of-range"])
-def test_flag_errors_exit_nonzero_without_traceback(args, message, tmp_path):
-    result = generate_corpus(str(tmp_path / "run"), *args)
+@pytest.mark.parametrize("case", list(FLAG_ERRORS))
+def test_flag_errors_exit_nonzero_without_traceback(case, refusals):
+    result, output_dir = refusals[case]
     assert result.returncode != 0, describe(result)
     assert "Traceback" not in result.stderr + result.stdout, describe(result)
-    assert message in result.stderr, describe(result)
+    assert FLAG_ERRORS[case][1] in result.stderr, describe(result)
     assert result.stdout.strip() == ""
-    assert not os.path.exists(tmp_path / "run")
+    assert not os.path.exists(output_dir)
 
 
 # -- the corpus inspector -----------------------------------------------------------------
 
-def test_corpus_binary_prints_the_summary_and_metadata(smoke):
-    result = run_binary("corpus", f"--corpus_dir={smoke['corpus_dir']}", "--metadata")
+@pytest.fixture(scope="module")
+def inspected(smoke, tmp_path_factory):
+    """The corpus binary on the smoke corpus (--metadata) and on a directory without metadata, in one process."""
+    empty = tmp_path_factory.mktemp("no_metadata")
+    return run_binary_cases("corpus", [[f"--corpus_dir={smoke['corpus_dir']}", "--metadata"], [f"--corpus_dir={empty}"]],
+                            tmp_path_factory.mktemp("inspected"))
+
+
+def test_corpus_binary_prints_the_summary_and_metadata(smoke, inspected):
+    result = inspected[0]
     assert result.returncode == 0, describe(result)
     decoder = json.JSONDecoder()
     summary, end = decoder.raw_decode(result.stdout)
@@ -270,9 +353,8 @@ def test_corpus_binary_prints_the_summary_and_metadata(smoke):
     assert metadata == read_json(os.path.join(smoke["corpus_dir"], "metadata.json"))
 
 
-def test_corpus_binary_on_a_directory_without_metadata(tmp_path):
-    result = run_binary("corpus", f"--corpus_dir={tmp_path}")
-    assert_one_line_error(result, "no metadata.json")
+def test_corpus_binary_on_a_directory_without_metadata(inspected):
+    assert_one_line_error(inspected[1], "no metadata.json")
 
 
 # -- kill -9 and resume --------------------------------------------------------------------
@@ -404,9 +486,9 @@ def test_the_children_distribution_is_set_from_flags():
 
 
 def test_the_search_skeleton_is_set_from_flags():
-    cases = [[], ["--search_skeleton=teacher"]]
-    default, teacher = configs_from_flags("compress", "compress_flags",
-                                          "compress_flags.config_from_flags(flags.FLAGS).search", cases)
+    cases = [[], ["--search_skeleton=teacher"], ["--search_skeleton=widths"]]
+    default, teacher, widths = configs_from_flags("compress", "compress_flags",
+                                                  "compress_flags.config_from_flags(flags.FLAGS).search", cases)
     assert default == json.loads(json.dumps(latent_search.SearchConfig().to_dict()))  # the library defaults
     assert "skeleton" not in default  # so runs made before the flag keep their keys
-    assert teacher == dict(default, skeleton="teacher")
+    assert teacher == dict(default, skeleton="teacher") and widths == dict(default, skeleton="widths")

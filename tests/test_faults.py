@@ -36,6 +36,7 @@ from tests.test_binaries import describe
 from tests.test_binaries import part_files
 from tests.test_binaries import read_json
 from tests.test_binaries import run_binary
+from tests.test_binaries import run_binary_cases
 
 TESTDATA_CORPUS = os.path.join(REPO_ROOT, "testdata", "digits_corpus")
 TESTDATA_CHILDREN = 48  # testdata/digits_corpus holds children of flags/smoke.flags with --num_children=48
@@ -113,43 +114,92 @@ def bad_teachers(tmp_path_factory):
 
 # -- 1. flags ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("binary, args, flag", [
+BAD_FLAGS = [
     ("pipeline", ["--num_children=0"], "--num_children=0"),
     ("compress", ["--max_accuracy_drop=2"], "--max_accuracy_drop=2"),
-    # Slow (each binary start is 10-15 s; the default run keeps three): .ci/run's slow step runs them.
+    # Slow (each binary start is 10-15 s; the default run keeps three, in the batches below): .ci/run's slow
+    # step runs them.
     pytest.param("train_embedding", ["--embedding_epochs=0"], "--embedding_epochs=0", marks=pytest.mark.slow),
     pytest.param("tune_baseline", ["--method=gradient_descent"], "--method", marks=pytest.mark.slow),
     pytest.param("compare", ["--results=a,b", "--max_test_drop=-1"], "--max_test_drop=-1", marks=pytest.mark.slow),
     pytest.param("corpus", ["--corpus_dir=x", "--no_such_flag=1"], "no_such_flag", marks=pytest.mark.slow),
     ("pipeline", ["--no_such_flag=1"], "no_such_flag"),
-], ids=["pipeline-num_children-0", "compress-max_accuracy_drop-2", "train_embedding-epochs-0",
-        "tune_baseline-unknown-method", "compare-negative-drop", "corpus-unknown-flag", "pipeline-unknown-flag"])
-def test_bad_flags_are_refused_before_anything_runs(binary, args, flag, tmp_path):
-    output = [] if binary == "corpus" else [f"--output_dir={tmp_path / 'run'}"]
+]
+BAD_FLAG_IDS = ["pipeline-num_children-0", "compress-max_accuracy_drop-2", "train_embedding-epochs-0",
+                "tune_baseline-unknown-method", "compare-negative-drop", "corpus-unknown-flag", "pipeline-unknown-flag"]
+
+
+def bad_flag_args(binary, args, output_dir):
+    output = [] if binary == "corpus" else [f"--output_dir={output_dir}"]
     flagfile = [SMOKE] if binary not in ("compare", "corpus") else []
-    result = run_binary(binary, *flagfile, *output, *args)
+    return [*flagfile, *output, *args]
+
+
+def batched_refusals(binary, cases, tmp_path_factory):
+    """{case id: (result, output dir)}: `binary` on every {id: args with {run} for a fresh output dir} in one
+    process (`run_binary_cases`)."""
+    output_dirs = {name: str(tmp_path_factory.mktemp(name) / "run") for name in cases}
+    results = run_binary_cases(binary, [[arg.format(run=output_dirs[name]) for arg in args]
+                                        for name, args in cases.items()], tmp_path_factory.mktemp(binary))
+    return {name: (result, output_dirs[name]) for name, result in zip(cases, results)}
+
+
+def default_bad_flags(binary):
+    """{id: args} of the default run's bad-flag cases of `binary`."""
+    cases = {}
+    for name, case in zip(BAD_FLAG_IDS, BAD_FLAGS):
+        if not hasattr(case, "marks") and case[0] == binary:  # a pytest.param: slow
+            cases[name] = bad_flag_args(binary, case[1], "{run}")
+    return cases
+
+
+@pytest.mark.parametrize("binary, args, flag", BAD_FLAGS, ids=BAD_FLAG_IDS)
+def test_bad_flags_are_refused_before_anything_runs(binary, args, flag, request, tmp_path):
+    case = request.node.callspec.id
+    if binary in ("pipeline", "compress"):  # with the other refusals of the binary, in one process
+        result, output_dir = request.getfixturevalue(f"{binary}_refusals")[case]
+    else:
+        output_dir = str(tmp_path / "run")
+        result = run_binary(binary, *bad_flag_args(binary, args, output_dir))
     assert_flag_error(result, flag)
-    assert not os.path.exists(tmp_path / "run")
+    assert not os.path.exists(output_dir)
 
 
 # -- 2. teachers -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("teacher, message", [
-    ("/nonexistent.keras", "no Keras model at '/nonexistent.keras'"),
-    ("{bad}/garbage.keras", "cannot load a Keras model from"),
-    ("{bad}/conv1d.keras", "supported:"),
-    ("{bad}/broken.json", "not valid JSON"),
-    ("{bad}/bad_field.json", "layer 1, field 'activation'"),
-    ("{bad}/bad_kind.json", "layer 0"),
-    ("{bad}/missing.json", "cannot read spec file"),
-], ids=["missing-keras", "garbage-keras", "unsupported-layer", "broken-json", "bad-field", "bad-kind",
-        "missing-json"])
-def test_bad_teachers_are_one_line_errors_and_write_nothing(teacher, message, bad_teachers, tmp_path):
-    result = run_binary("pipeline", SMOKE, f"--output_dir={tmp_path / 'run'}",
-                        f"--teacher={teacher.format(bad=bad_teachers)}")
-    assert_one_line_error(result, message)
+BAD_TEACHERS = {
+    "missing-keras": ("/nonexistent.keras", "no Keras model at '/nonexistent.keras'"),
+    "garbage-keras": ("{bad}/garbage.keras", "cannot load a Keras model from"),
+    "unsupported-layer": ("{bad}/conv1d.keras", "supported:"),
+    "broken-json": ("{bad}/broken.json", "not valid JSON"),
+    "bad-field": ("{bad}/bad_field.json", "layer 1, field 'activation'"),
+    "bad-kind": ("{bad}/bad_kind.json", "layer 0"),
+    "missing-json": ("{bad}/missing.json", "cannot read spec file"),
+}
+
+
+@pytest.fixture(scope="module")
+def pipeline_refusals(bad_teachers, other_dataset, tmp_path_factory):
+    """The pipeline binary's refusals below, in one process: bad flags, bad teachers, another data set's corpus
+    (this one trains a teacher for an epoch first)."""
+    cases = default_bad_flags("pipeline")
+    cases.update({name: [SMOKE, "--output_dir={run}", f"--teacher={teacher.format(bad=bad_teachers)}"]
+                  for name, (teacher, _) in BAD_TEACHERS.items()})
+    corpus_dir = copy_corpus(tmp_path_factory.mktemp("other_data_corpus"))
+    cases["other-data-set"] = [SMOKE, f"--num_children={TESTDATA_CHILDREN}", f"--dataset={other_dataset}",
+                               f"--corpus_dir={corpus_dir}", "--teacher_epochs=1", "--output_dir={run}"]
+    before = snapshot(corpus_dir)
+    refused = batched_refusals("pipeline", cases, tmp_path_factory)
+    refused["other-data-set"] += (corpus_dir, before)
+    return refused
+
+
+@pytest.mark.parametrize("case", list(BAD_TEACHERS))
+def test_bad_teachers_are_one_line_errors_and_write_nothing(case, pipeline_refusals):
+    result, output_dir = pipeline_refusals[case]
+    assert_one_line_error(result, BAD_TEACHERS[case][1])
     # Nothing written: the corrected command is not refused as "a different configuration".
-    assert not os.path.exists(tmp_path / "run")
+    assert not os.path.exists(output_dir)
 
 
 def test_unsupported_layer_is_named(bad_teachers, tmp_path):
@@ -174,42 +224,47 @@ def test_unreadable_teacher_file(bad_teachers, tmp_path):
     assert not os.path.exists(tmp_path / "run")
 
 
-def test_compress_with_a_missing_teacher_writes_nothing(tmp_path):
-    corpus_dir = copy_corpus(tmp_path)
-    result = run_binary("compress", SMOKE, f"--num_children={TESTDATA_CHILDREN}", f"--output_dir={tmp_path / 'run'}",
-                        f"--corpus_dir={corpus_dir}", "--teacher=/nonexistent.keras")
+@pytest.fixture(scope="module")
+def compress_refusals(other_dataset, tmp_path_factory):
+    """The compress binary's refusals below, in one process, each on its own copy of testdata's corpus."""
+    corpora = {name: copy_corpus(tmp_path_factory.mktemp(name))
+               for name in ("missing-teacher", "other-data-set", "other-teacher")}
+    on = lambda name: [SMOKE, f"--num_children={TESTDATA_CHILDREN}", "--output_dir={run}",
+                       f"--corpus_dir={corpora[name]}"]
+    cases = default_bad_flags("compress")
+    cases["missing-teacher"] = [*on("missing-teacher"), "--teacher=/nonexistent.keras"]
+    cases["other-data-set"] = [*on("other-data-set"), f"--dataset={other_dataset}"]
+    spec = os.path.join(REPO_ROOT, "testdata", "specs", "small_cnn.json")
+    cases["other-teacher"] = [*on("other-teacher"), f"--teacher={spec}"]
+    return batched_refusals("compress", cases, tmp_path_factory)
+
+
+def test_compress_with_a_missing_teacher_writes_nothing(compress_refusals):
+    result, output_dir = compress_refusals["missing-teacher"]
     assert_one_line_error(result, "no Keras model at '/nonexistent.keras'")
-    assert not os.path.exists(tmp_path / "run" / "compressed")
+    assert not os.path.exists(os.path.join(output_dir, "compressed"))
 
 
 # -- 3. corpora --------------------------------------------------------------------------------------
 
-def test_pipeline_refuses_a_corpus_of_another_data_set(other_dataset, tmp_path):
-    corpus_dir = copy_corpus(tmp_path)
-    before = snapshot(corpus_dir)
-    result = run_binary("pipeline", SMOKE, f"--num_children={TESTDATA_CHILDREN}", f"--dataset={other_dataset}",
-                        f"--corpus_dir={corpus_dir}", "--teacher_epochs=1", f"--output_dir={tmp_path / 'run'}")
+def test_pipeline_refuses_a_corpus_of_another_data_set(pipeline_refusals):
+    result, _, corpus_dir, before = pipeline_refusals["other-data-set"]
     assert_one_line_error(result, "the corpus in")
     assert re.search(r"error: dataset\.[a-z_.]+\[?\d*\]?: stored ", result.stderr), describe(result)
     assert snapshot(corpus_dir) == before  # the external corpus is not touched
 
 
-def test_compress_refuses_a_corpus_of_another_data_set(other_dataset, tmp_path):
-    corpus_dir = copy_corpus(tmp_path)
-    result = run_binary("compress", SMOKE, f"--num_children={TESTDATA_CHILDREN}", f"--dataset={other_dataset}",
-                        f"--corpus_dir={corpus_dir}", f"--output_dir={tmp_path / 'run'}")
+def test_compress_refuses_a_corpus_of_another_data_set(compress_refusals):
+    result, output_dir = compress_refusals["other-data-set"]
     assert_one_line_error(result, "the corpus in")
     assert re.search(r"error: dataset\.[a-z_.]+\[?\d*\]?: stored ", result.stderr), describe(result)
-    assert not os.path.exists(tmp_path / "run" / "compressed")
+    assert not os.path.exists(os.path.join(output_dir, "compressed"))
 
 
-def test_compress_refuses_a_corpus_of_another_teacher(tmp_path):
-    corpus_dir = copy_corpus(tmp_path)
-    spec = os.path.join(REPO_ROOT, "testdata", "specs", "small_cnn.json")
-    result = run_binary("compress", SMOKE, f"--num_children={TESTDATA_CHILDREN}", f"--teacher={spec}",
-                        f"--corpus_dir={corpus_dir}", f"--output_dir={tmp_path / 'run'}")
+def test_compress_refuses_a_corpus_of_another_teacher(compress_refusals):
+    result, output_dir = compress_refusals["other-teacher"]
     assert_one_line_error(result, "teacher.hash: stored ")
-    assert not os.path.exists(tmp_path / "run" / "compressed")
+    assert not os.path.exists(os.path.join(output_dir, "compressed"))
 
 
 def test_train_embedding_on_an_empty_corpus(tmp_path):

@@ -120,11 +120,13 @@ def test_choose_starts_teacher_first_then_front(stored_corpus, emb, teacher):
     assert len(only_teacher) == 1
 
 
-def test_teacher_skeleton_search_finds_only_aligned_children_of_the_teacher(emb, teacher, stored_corpus, result):
+@pytest.mark.parametrize("skeleton", ["teacher", "widths"])
+def test_teacher_skeleton_search_finds_only_aligned_children_of_the_teacher(emb, teacher, stored_corpus, result,
+                                                                            skeleton):
     from acompress import inheritance
     from tests.test_tokens import assert_child_of
-    config = dataclasses.replace(FAST, skeleton="teacher")
-    assert config.to_dict()["skeleton"] == "teacher" and "skeleton" not in FAST.to_dict()  # old keys unchanged
+    config = dataclasses.replace(FAST, skeleton=skeleton)
+    assert config.to_dict()["skeleton"] == skeleton and "skeleton" not in FAST.to_dict()  # old keys unchanged
     found = latent_search.search(emb, teacher, config, corpus_tokens=stored_corpus.tokens,
                                  corpus_params=stored_corpus.params, corpus_accuracy=stored_corpus.val_accuracy)
     assert found.candidates, "the skeleton search found nothing"
@@ -133,6 +135,12 @@ def test_teacher_skeleton_search_finds_only_aligned_children_of_the_teacher(emb,
         assert_child_of(candidate.spec, teacher)
         assert None not in inheritance.align(teacher, candidate.spec)  # every layer inherits by alignment
         assert candidate.params < teacher_params
+    kernels = lambda spec: [layer.kernel for layer in spec]
+    changed = sum(kernels(candidate.spec) != kernels(teacher) for candidate in found.candidates)
+    if skeleton == "widths":  # only the widths shrink
+        assert changed == 0
+    else:  # so the widths search's constraint binds: here the teacher search shrinks kernels
+        assert changed > 0
 
     def is_child(spec):
         try:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import time
 
 import numpy as np
@@ -126,21 +127,36 @@ def test_rerun_reuses_every_stage(run):
     assert time.perf_counter() - start < run["seconds"]
 
 
-def test_compress_refuses_to_replace_the_pipelines_results(run):
+def compressed_listing(run):
     compressed = os.path.join(run["output_dir"], "compressed")
-    before = {name: os.stat(os.path.join(compressed, name)).st_mtime_ns for name in os.listdir(compressed)}
-    result = test_binaries.run_binary("compress", *TINY, f"--output_dir={run['output_dir']}",
-                                      "--max_accuracy_drop=0.4")
+    return {name: os.stat(os.path.join(compressed, name)).st_mtime_ns for name in os.listdir(compressed)}
+
+
+@pytest.fixture(scope="module")
+def compress_refusals(run, tmp_path_factory):
+    """The compress binary's refusals below, in one process (`run_binary_cases`): another target on the
+    pipeline's run directory; an unreachable one with --overwrite on a copy of it; no embedding."""
+    before = compressed_listing(run)
+    copy = str(tmp_path_factory.mktemp("unreachable") / "run")
+    shutil.copytree(run["output_dir"], copy)
+    cases = [[*TINY, f"--output_dir={run['output_dir']}", "--max_accuracy_drop=0.4"],
+             [*TINY, f"--output_dir={copy}", "--target_ratio=100000", "--overwrite"],
+             [*TINY, f"--output_dir={tmp_path_factory.mktemp('no_embedding')}", "--corpus_dir=testdata/digits_corpus"]]
+    replace, unreachable, no_embedding = test_binaries.run_binary_cases("compress", cases,
+                                                                        tmp_path_factory.mktemp("refusals"))
+    return {"replace": (replace, before), "unreachable": unreachable, "no_embedding": no_embedding}
+
+
+def test_compress_refuses_to_replace_the_pipelines_results(run, compress_refusals):
+    result, before = compress_refusals["replace"]
     test_binaries.assert_one_line_error(result, "made with other settings (differs in: compress)")
     assert "--overwrite" in result.stderr
-    assert {name: os.stat(os.path.join(compressed, name)).st_mtime_ns for name in os.listdir(compressed)} == before
+    assert compressed_listing(run) == before
 
 
-def test_unreachable_target_is_a_one_line_error(run):
+def test_unreachable_target_is_a_one_line_error(compress_refusals):
     # --overwrite: compressed/ holds the pipeline's results, made with another target.
-    result = test_binaries.run_binary("compress", *TINY, f"--output_dir={run['output_dir']}",
-                                      "--target_ratio=100000", "--overwrite")
-    test_binaries.assert_one_line_error(result, "no candidate reaches --target_ratio=100000")
+    test_binaries.assert_one_line_error(compress_refusals["unreachable"], "no candidate reaches --target_ratio=100000")
 
 
 @pytest.mark.slow  # two more compressions (80 s); .ci/run's slow step runs it
@@ -168,10 +184,8 @@ def test_ablations_write_beside_the_full_method_from_the_same_corpus(run, ablati
         assert len(report["searches"]) == 1 and report["budget"]["refinement_children"] == 0
 
 
-def test_compress_without_an_embedding_says_what_to_run(tmp_path):
-    result = test_binaries.run_binary("compress", *TINY, f"--output_dir={tmp_path}",
-                                      "--corpus_dir=testdata/digits_corpus")
-    test_binaries.assert_one_line_error(result, "acompress-train-embedding")
+def test_compress_without_an_embedding_says_what_to_run(compress_refusals):
+    test_binaries.assert_one_line_error(compress_refusals["no_embedding"], "acompress-train-embedding")
 
 
 @pytest.mark.slow

@@ -713,5 +713,10 @@ def test_skeleton_mask_keeps_fixed_fields_and_shrinks_widths(tok):
     assert allowed("kernel", 1) == [v for v in SMALL.kernels if v <= 3 and v % 2 == 1]
     assert allowed("kernel", 2) == [3] and allowed("stride", 1) == [1] and allowed("kind", 3) == ["gap"]
     assert allowed("kind", 4) == ["<pad>"] and allowed("filters", 3) == ["<na>"]
+    widths_only = tok.skeleton_mask(teacher, shrink_kernels=False)  # filter pruning's space: kernels stay
+    assert np.flatnonzero(widths_only[col("kernel")][1]).tolist() == [tok.vocabulary("kernel").index(3)]
+    assert (widths_only[col("kernel")] <= masks[col("kernel")]).all()
+    assert all((kept == full).all() for column, (kept, full) in enumerate(zip(widths_only, masks))
+               if column != col("kernel"))
     with pytest.raises(a.SpecError):
         tok.skeleton_mask(np.zeros((3, 3), np.int32))
