@@ -454,41 +454,43 @@ def test_only_the_packages_own_errors_lose_their_traceback():
         assert _cli._raised_by_the_package(caught.value) is ours
 
 
+# The configs the compress binary's flags give (it defines every stage's flags but the baselines'), for each
+# argument list: {"sampler": ..., "search": ...} as dicts, all cases in one process.
 _CONFIG_FROM_FLAGS = """
 import json, sys
 from absl import flags
-from acompress.binaries import {binary}
-from acompress.flags import {group}
-{binary}.define_flags()
+from acompress.binaries import compress
+from acompress.flags import compress_flags, corpus_flags
+compress.define_flags()
 for args in json.loads(sys.argv[1]):
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["binary", "--output_dir=/unused", *args])
-    print(json.dumps({expression}.to_dict()))
+    print(json.dumps({"sampler": corpus_flags.corpus_config_from_flags(flags.FLAGS).sampler.to_dict(),
+                      "search": compress_flags.config_from_flags(flags.FLAGS).search.to_dict()}))
 """
+SAMPLER_CASES = [[], ["--p_remove=0", "--width_jitter=2", "--p_kernel=0.5", "--max_ratio=32"]]
+SKELETON_CASES = [[], ["--search_skeleton=teacher"], ["--search_skeleton=widths"]]
 
 
-def configs_from_flags(binary, group, expression, cases):
-    """`expression(flags.FLAGS).to_dict()` in a fresh process, after `binary`'s flags parse each case."""
-    script = _CONFIG_FROM_FLAGS.format(binary=binary, group=group, expression=expression)
-    result = subprocess.run([sys.executable, "-c", script, json.dumps(cases)], cwd=REPO_ROOT,
+@pytest.fixture(scope="module")
+def configs_from_flags():
+    cases = SAMPLER_CASES + SKELETON_CASES
+    result = subprocess.run([sys.executable, "-c", _CONFIG_FROM_FLAGS, json.dumps(cases)], cwd=REPO_ROOT,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, describe(result)
-    return [json.loads(line) for line in result.stdout.splitlines()]
+    printed = [json.loads(line) for line in result.stdout.splitlines()]
+    return {"sampler": [entry["sampler"] for entry in printed[:len(SAMPLER_CASES)]],
+            "search": [entry["search"] for entry in printed[len(SAMPLER_CASES):]]}
 
 
-def test_the_children_distribution_is_set_from_flags():
-    cases = [[], ["--p_remove=0", "--width_jitter=2", "--p_kernel=0.5", "--max_ratio=32"]]
-    printed = configs_from_flags("generate_corpus", "corpus_flags",
-                                 "corpus_flags.corpus_config_from_flags(flags.FLAGS).sampler", cases)
-    default, changed = [sampler.SamplerConfig.from_dict(entry) for entry in printed]
+def test_the_children_distribution_is_set_from_flags(configs_from_flags):
+    default, changed = [sampler.SamplerConfig.from_dict(entry) for entry in configs_from_flags["sampler"]]
     assert default == sampler.SamplerConfig()  # no flag: the library's distribution, so corpora keep their keys
     assert changed == sampler.SamplerConfig(p_remove=0.0, width_jitter=2.0, p_kernel=0.5, max_ratio=32.0)
 
 
-def test_the_search_skeleton_is_set_from_flags():
-    cases = [[], ["--search_skeleton=teacher"], ["--search_skeleton=widths"]]
-    default, teacher, widths = configs_from_flags("compress", "compress_flags",
-                                                  "compress_flags.config_from_flags(flags.FLAGS).search", cases)
+def test_the_search_skeleton_is_set_from_flags(configs_from_flags):
+    default, teacher, widths = configs_from_flags["search"]
     assert default == json.loads(json.dumps(latent_search.SearchConfig().to_dict()))  # the library defaults
     assert "skeleton" not in default  # so runs made before the flag keep their keys
     assert teacher == dict(default, skeleton="teacher") and widths == dict(default, skeleton="widths")

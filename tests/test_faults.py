@@ -202,10 +202,8 @@ def test_bad_teachers_are_one_line_errors_and_write_nothing(case, pipeline_refus
     assert not os.path.exists(output_dir)
 
 
-def test_unsupported_layer_is_named(bad_teachers, tmp_path):
-    result = run_binary("generate_corpus", SMOKE, f"--output_dir={tmp_path / 'run'}",
-                        f"--teacher={bad_teachers}/conv1d.keras")
-    assert_one_line_error(result, "supported:")
+def test_unsupported_layer_is_named(pipeline_refusals):
+    result, _ = pipeline_refusals["unsupported-layer"]
     named = r"'(to_sequence|conv1d_body|pool1d)' \((Reshape|Conv1D|GlobalAveragePooling1D)\)"
     assert re.search(named, result.stderr), describe(result)
 

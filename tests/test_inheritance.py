@@ -148,7 +148,7 @@ def test_residual_children_inherit_the_teachers_block_tensors():
     child, report = child_of(spec, spec, tensors, input_shape=specs.CIFAR_SHAPE)
     assert report.fresh == 0 and report.positional == 0
     x = np.random.RandomState(1).normal(size=(4,) + specs.CIFAR_SHAPE).astype("float32")
-    np.testing.assert_allclose(child.predict(x, verbose=0), teacher_model.predict(x, verbose=0), rtol=1e-4,
+    np.testing.assert_allclose(child(x, training=False), teacher_model(x, training=False), rtol=1e-4,
                                atol=1e-5)
     # Narrowed blocks (names line up): every tensor of the child is made of the teacher's numbers.
     narrow_spec = sampler.apply_choices(spec, width_multipliers=0.5)
@@ -163,7 +163,7 @@ def test_residual_children_inherit_the_teachers_block_tensors():
     for child_spec in children:
         model, report = child_of(spec, child_spec, tensors, input_shape=specs.CIFAR_SHAPE)
         assert report.aligned > 0
-        assert np.isfinite(model.predict(x, verbose=0)).all()
+        assert np.isfinite(model(x, training=False)).all()
 
 
 def test_a_child_with_another_transition_gets_a_fresh_head():
