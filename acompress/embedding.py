@@ -183,7 +183,11 @@ class TokenEmbedding(keras.layers.Layer):
 class TargetScale(keras.layers.Layer):
     """y = x * scale + shift, computed in float32: maps a normalised prediction to real units (or back).
 
-    With ``stop_gradient`` no gradient flows back through it.
+    With ``stop_gradient`` no gradient flows back through it while training (``training=True``):
+    the accuracy head reads the size head's estimate without training it. Outside training, the
+    latent search's gradient does flow through it: predicted accuracy depends on the code through
+    the predicted size too, and a walk blind to that path sees an accuracy that does not fall as
+    the network shrinks.
     """
 
     def __init__(self, scale, shift, stop_gradient=False, **kwargs):
@@ -193,9 +197,9 @@ class TargetScale(keras.layers.Layer):
         self.shift = float(shift)
         self.stop_gradient = bool(stop_gradient)
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         inputs = keras.ops.cast(inputs, "float32")
-        if self.stop_gradient:
+        if self.stop_gradient and training:
             inputs = keras.ops.stop_gradient(inputs)
         return inputs * self.scale + self.shift
 
