@@ -86,6 +86,37 @@ def test_heads_start_at_the_target_means(untrained, stats, stored_corpus):
     assert abs(np.mean(predicted["log_params"]) - stats.log_params_mean) < 3 * stats.log_params_std
 
 
+def test_the_search_sees_accuracy_through_the_size_feature_but_training_does_not(tokenizer, stats, stored_corpus):
+    import tensorflow as tf
+    keras.utils.set_random_seed(3)
+    predictor = embedding.build_model(tokenizer, SMALL, stats).get_layer("predictor")
+    # Only the size path left in the accuracy head: accuracy = 2 * (normalised size) in accuracy units.
+    for index in range(2):
+        layer = predictor.get_layer(f"accuracy_dense{index}")
+        layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+    out = predictor.get_layer("accuracy_out")
+    kernel, bias = out.get_weights()
+    kernel[:] = 0.0
+    kernel[-1] = 2.0  # the size feature is the last of the concatenated features
+    out.set_weights([kernel, np.zeros_like(bias)])
+    z = tf.constant(np.random.default_rng(0).uniform(-0.5, 0.5, (3,) + predictor.input_shape[1:]).astype("float32"))
+    gradients = {}
+    for training in (False, True):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(z)
+            outputs = predictor(z, training=training)
+            accuracy, log_params = tf.reduce_sum(outputs["accuracy"]), tf.reduce_sum(outputs["log_params"])
+        gradients[training] = tape.gradient(accuracy, z), tape.gradient(log_params, z)
+    through_size, size = gradients[False]
+    # d accuracy / dz = 2 * accuracy_std / log_params_std * d log_params / dz: the search's gradient sees it ...
+    expected = 2.0 * stats.accuracy_std / stats.log_params_std * size.numpy()
+    np.testing.assert_allclose(through_size.numpy(), expected, rtol=1e-4, atol=1e-7)
+    assert np.abs(expected).max() > 1e-4
+    # ... while training, the accuracy loss leaves the size head alone (its own loss trains it).
+    stopped = gradients[True][0]
+    assert stopped is None or np.abs(stopped.numpy()).max() == 0.0
+
+
 def test_save_and_reload_give_identical_outputs(untrained, stored_corpus, tmp_path):
     untrained.save(str(tmp_path))
     loaded = embedding.Embedding.load(str(tmp_path))
