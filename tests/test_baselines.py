@@ -484,12 +484,9 @@ BINARY_USER_ERRORS = {
 @pytest.fixture(scope="module")
 def binary_refusals(tmp_path_factory):
     """{case: (result, output dir)} of the binary on every case of BINARY_USER_ERRORS, in one process."""
-    from tests.test_binaries import run_binary_cases
-    output_dirs = {name: str(tmp_path_factory.mktemp(name) / "run") for name in BINARY_USER_ERRORS}
-    cases = [[SMOKE, f"--output_dir={output_dirs[name]}", *TINY_RUN, *args]
-             for name, (args, _) in BINARY_USER_ERRORS.items()]
-    results = run_binary_cases("tune_baseline", cases, tmp_path_factory.mktemp("refusals"))
-    return {name: (result, output_dirs[name]) for name, result in zip(BINARY_USER_ERRORS, results)}
+    from tests.test_binaries import batched_refusals
+    cases = {name: [SMOKE, "--output_dir={run}", *TINY_RUN, *args] for name, (args, _) in BINARY_USER_ERRORS.items()}
+    return batched_refusals("tune_baseline", cases, tmp_path_factory)
 
 
 @pytest.mark.parametrize("case", list(BINARY_USER_ERRORS))

@@ -102,6 +102,15 @@ def run_binary_cases(name, cases, folder, timeout=600):
     return done
 
 
+def batched_refusals(binary, cases, tmp_path_factory):
+    """{case id: (result, output dir)}: `binary` on every {id: args with {run} for a fresh output dir} in one
+    process (`run_binary_cases`)."""
+    output_dirs = {name: str(tmp_path_factory.mktemp(name) / "run") for name in cases}
+    results = run_binary_cases(binary, [[arg.format(run=output_dirs[name]) for arg in args]
+                                        for name, args in cases.items()], tmp_path_factory.mktemp(binary))
+    return {name: (result, output_dirs[name]) for name, result in zip(cases, results)}
+
+
 def generate_corpus(output_dir, *args, timeout=600):
     return run_binary("generate_corpus", SMOKE, f"--output_dir={output_dir}", *args, timeout=timeout)
 
@@ -284,16 +293,12 @@ FLAG_ERRORS = {
 def refusals(smoke, bad_teachers, tmp_path_factory):
     """{case: (result, its output dir)} of generate_corpus on every user and flag error below, and on the smoke
     run's directory with another seed, all in one process (`run_binary_cases`)."""
-    cases = {name: args for name, (args, _) in {**USER_ERRORS, **FLAG_ERRORS}.items()}
-    output_dirs = {name: str(tmp_path_factory.mktemp(name) / "run") for name in cases}
-    cases = {name: [SMOKE, f"--output_dir={output_dirs[name]}", *[arg.format(bad=bad_teachers) for arg in args]]
-             for name, args in cases.items()}
+    cases = {name: [SMOKE, "--output_dir={run}", *[arg.format(bad=bad_teachers) for arg in args]]
+             for name, (args, _) in {**USER_ERRORS, **FLAG_ERRORS}.items()}
     before = read_json(os.path.join(smoke["output_dir"], "config.json"))
     cases["other-seed"] = [SMOKE, f"--output_dir={smoke['output_dir']}", "--seed=1"]
-    output_dirs["other-seed"] = smoke["output_dir"]
-    results = run_binary_cases("generate_corpus", list(cases.values()), tmp_path_factory.mktemp("refusals"))
-    refused = {name: (result, output_dirs[name]) for name, result in zip(cases, results)}
-    refused["other-seed"] += (before,)
+    refused = batched_refusals("generate_corpus", cases, tmp_path_factory)
+    refused["other-seed"] = (refused["other-seed"][0], smoke["output_dir"], before)  # not a fresh dir: the smoke run's
     return refused
 
 

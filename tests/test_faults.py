@@ -36,7 +36,7 @@ from tests.test_binaries import describe
 from tests.test_binaries import part_files
 from tests.test_binaries import read_json
 from tests.test_binaries import run_binary
-from tests.test_binaries import run_binary_cases
+from tests.test_binaries import batched_refusals
 
 TESTDATA_CORPUS = os.path.join(REPO_ROOT, "testdata", "digits_corpus")
 TESTDATA_CHILDREN = 48  # testdata/digits_corpus holds children of flags/smoke.flags with --num_children=48
@@ -133,15 +133,6 @@ def bad_flag_args(binary, args, output_dir):
     output = [] if binary == "corpus" else [f"--output_dir={output_dir}"]
     flagfile = [SMOKE] if binary not in ("compare", "corpus") else []
     return [*flagfile, *output, *args]
-
-
-def batched_refusals(binary, cases, tmp_path_factory):
-    """{case id: (result, output dir)}: `binary` on every {id: args with {run} for a fresh output dir} in one
-    process (`run_binary_cases`)."""
-    output_dirs = {name: str(tmp_path_factory.mktemp(name) / "run") for name in cases}
-    results = run_binary_cases(binary, [[arg.format(run=output_dirs[name]) for arg in args]
-                                        for name, args in cases.items()], tmp_path_factory.mktemp(binary))
-    return {name: (result, output_dirs[name]) for name, result in zip(cases, results)}
 
 
 def default_bad_flags(binary):
