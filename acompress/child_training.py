@@ -33,6 +33,12 @@ The corpus is the method's whole cost, so this module is built for throughput:
   ``recalibrate_batches`` training batches, and it is then fine-tuned for
   ``epochs`` (0: recalibration only). ``init="scratch"`` is the paper's recipe:
   random initialisation, ``epochs`` of training.
+* **A supernet** (``init="supernet"``, `supernet`): the teacher is trained once, for
+  ``epochs``, so that its sub-networks work on their own; a child is then labelled by
+  masking that one network (its batch-norm statistics recalibrated on
+  ``recalibrate_batches`` batches) without training or building it. ``teacher`` is then
+  the trained supernet model (`supernet.train_or_load`), and a child that is not a
+  sub-network of it (a removed layer, a kernel that is not a centre) is ``failed``.
 
 A child whose loss becomes NaN or infinite is frozen from that step on (its
 gradients are zeroed) and reported as ``diverged``; a child that cannot be built
@@ -57,12 +63,15 @@ from acompress import distribution
 from acompress import inheritance
 from acompress import keras_builder
 from acompress import status as status_lib
+from acompress import supernet as supernet_lib
 
 OK, FAILED, DIVERGED = status_lib.OK, status_lib.FAILED, status_lib.DIVERGED
-SCRATCH, INHERIT = "scratch", "inherit"
-INITS = (SCRATCH, INHERIT)
+SCRATCH, INHERIT, SUPERNET = "scratch", "inherit", "supernet"
+INITS = (SCRATCH, INHERIT, SUPERNET)
 # The fields that only an inherited recipe uses: a scratch corpus' metadata leaves them out.
 INHERIT_FIELDS = ("init", "importance", "recalibrate_batches")
+# The fields that only a supernet recipe uses: other corpora's metadata leaves them out.
+SUPERNET_FIELDS = ("supernet_children",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +99,10 @@ class ProxyConfig:
         ("l1" or "bn_scale", see `inheritance`).
       recalibrate_batches: training batches the batch-norm statistics of an inherited
         child are recomputed on before fine-tuning (0: keep the teacher's).
+      supernet_children: ``init="supernet"``: random children trained beside the whole
+        network and the smallest child at every supernet step (the sandwich rule). With that
+        init, ``epochs``, ``learning_rate`` and ``schedule`` are the supernet's training, which
+        every child shares; no child trains on its own.
     """
 
     epochs: int = 3
@@ -104,6 +117,7 @@ class ProxyConfig:
     init: str = SCRATCH
     importance: str = "l1"
     recalibrate_batches: int = 0
+    supernet_children: int = 2
 
     def __post_init__(self):
         if self.init not in INITS:
@@ -113,7 +127,20 @@ class ProxyConfig:
         if self.recalibrate_batches < 0:
             raise ValueError(f"recalibrate_batches must be >= 0, got {self.recalibrate_batches}")
         if self.epochs < (0 if self.init == INHERIT else 1):
-            raise ValueError(f"proxy epochs must be >= 1 from scratch (>= 0 inherited), got {self.epochs}")
+            raise ValueError(f"proxy epochs must be >= 1 from scratch or for a supernet (>= 0 inherited), "
+                             f"got {self.epochs}")
+        if self.init == SUPERNET:
+            if self.recalibrate_batches < 1:
+                raise ValueError("supernet labels recalibrate each child's batch norm: recalibrate_batches must be "
+                                 f">= 1, got {self.recalibrate_batches}")
+            if self.importance != "l1":
+                raise ValueError(f"a supernet orders its filters by L1 norm: importance must be 'l1', "
+                                 f"got {self.importance!r}")
+            if self.distill:
+                raise ValueError("a supernet distils its children from the whole network already: distill must be "
+                                 "off with init='supernet'")
+            if self.supernet_children < 0:
+                raise ValueError(f"supernet_children must be >= 0, got {self.supernet_children}")
         if self.pack < 1:
             raise ValueError(f"pack must be >= 1, got {self.pack}")
         if self.schedule not in ("cosine", "constant"):
@@ -136,12 +163,15 @@ class ProxyConfig:
         if self.init == SCRATCH:
             for key in INHERIT_FIELDS:
                 out.pop(key)
+        if self.init != SUPERNET:
+            for key in SUPERNET_FIELDS:
+                out.pop(key)
         return out
 
     @property
     def needs_teacher(self) -> bool:
         """Whether training with this config needs the trained teacher (distillation or inheritance)."""
-        return self.distill or self.init == INHERIT
+        return self.distill or self.init in (INHERIT, SUPERNET)
 
     @classmethod
     def from_recipe(cls, recipe: dict, **extra) -> "ProxyConfig":
@@ -224,13 +254,16 @@ def train_children(specs: Sequence[archspec.ArchSpec], indices: Sequence[int], s
         raise ValueError(f"{len(specs)} specs but {len(indices)} indices")
     if config.distill and teacher is None:
         raise ValueError("distillation needs the trained teacher")
-    if config.init == INHERIT and teacher is None:
-        raise ValueError("init='inherit' needs the trained teacher")
-    if config.init == INHERIT and distribution.replicas(strategy) > 1:
-        raise ValueError("init='inherit' is not supported under a multi-replica strategy yet; "
+    if config.init in (INHERIT, SUPERNET) and teacher is None:
+        raise ValueError(f"init={config.init!r} needs the trained teacher")
+    if config.init in (INHERIT, SUPERNET) and distribution.replicas(strategy) > 1:
+        raise ValueError(f"init={config.init!r} is not supported under a multi-replica strategy yet; "
                          "use init='scratch' (--proxy_init=scratch) there")
     if not isinstance(search, data.SearchSplits):
         raise TypeError(f"train_children takes data.SearchSplits (Splits.for_search()), got {type(search).__name__}")
+    if config.init == SUPERNET:
+        return _label_by_supernet(specs, indices, search, config, batch_size=batch_size, seed=seed,
+                                  replicate=replicate, model=teacher, on_result=on_result)
     info = search.info
     parent = None
     if config.init == INHERIT:
@@ -246,6 +279,35 @@ def train_children(specs: Sequence[archspec.ArchSpec], indices: Sequence[int], s
         results.extend(group_results)
         if on_result is not None:
             on_result(group_results)
+    return results
+
+
+def _label_by_supernet(specs, indices, search: data.SearchSplits, config: ProxyConfig, *, batch_size: int, seed: int,
+                       replicate: int, model: keras.Model, on_result) -> List[ChildResult]:
+    """Labels from the trained supernet `model`: masks, recalibrated statistics, no training (`supernet`).
+
+    Replicate r recalibrates on the batches of epoch r, so a second label of a child measures
+    how much the statistics' batches move it."""
+    info = search.info
+    net = supernet_lib.load(model, info.input_shape, info.num_classes)
+    labeller = supernet_lib.Labeller(net, search, recalibrate_batches=config.recalibrate_batches,
+                                     batch_size=batch_size, seed=seed, epoch=replicate)
+    results = []
+    for start in range(0, len(specs), config.pack):
+        group = []
+        for i in range(start, min(start + config.pack, len(specs))):
+            began = time.perf_counter()
+            index, spec = indices[i], specs[i]
+            try:
+                accuracy, status, reason = labeller.accuracy(spec), OK, ""
+            except supernet_lib.NotASubnetwork as error:
+                accuracy, status, reason = float("nan"), FAILED, f"NotASubnetwork: {error}"[:500]
+                logging.warning("child %d: %s", index, error)
+            group.append(ChildResult(index, spec, child_seed(seed, index, replicate), accuracy, 0,
+                                     time.perf_counter() - began, status, reason))
+        results.extend(group)
+        if on_result is not None:
+            on_result(group)
     return results
 
 

@@ -59,6 +59,7 @@ from acompress import finalists as finalists_lib
 from acompress import latent_search
 from acompress import precision
 from acompress import progress
+from acompress import supernet as supernet_lib
 
 
 ABLATIONS = ("none", "no_embedding", "no_refinement")
@@ -335,6 +336,13 @@ def compress(embedding: embedding_lib.Embedding, stored_corpus: corpus_lib.Corpu
     finalists_lib.check_teacher(config.finalist, teacher_model, strategy)  # before any search work, not after it
     proxy_entry = stored_corpus.meta.proxy
     _check_refinable(proxy_entry, teacher_model, strategy)
+    label_model = teacher_model
+    if proxy_entry.get("init") == child_training.SUPERNET:
+        if config.rounds > 1 and config.ablation == "none" and config.search.skeleton == "free":
+            raise ValueError("the corpus' labels come from a supernet, which labels only children that keep every "
+                             "layer of the teacher: refinement needs --search_skeleton=teacher or widths")
+        # Refinement children are labelled by the corpus' own supernet, as the corpus' children were.
+        label_model = supernet_lib.load_trained(supernet_lib.corpus_supernet_dir(stored_corpus.corpus_dir))
     timings: Dict[str, float] = {}
     teacher_params = int(teacher_metrics["params"])
     ok = stored_corpus.select(["ok"])
@@ -346,7 +354,7 @@ def compress(embedding: embedding_lib.Embedding, stored_corpus: corpus_lib.Corpu
     child_policy = proxy_entry.pop("precision", "float32")
     refinement = dict(proxy=child_training.ProxyConfig.from_recipe(proxy_entry), policy=child_policy,
                       splits=proxy_splits or splits.for_search(), batch_size=data_config.batch_size,
-                      teacher_model=teacher_model, strategy=strategy)
+                      teacher_model=label_model, strategy=strategy)
     rounds = {"none": config.rounds, "no_refinement": 1, "no_embedding": 0}[config.ablation]
     searches = _search_rounds(embedding, pool, embedding_training.Records.from_corpus(ok), teacher_spec,
                               teacher_params, config, rounds, refinement, seed=seed, timings=timings)
@@ -364,7 +372,7 @@ def compress(embedding: embedding_lib.Embedding, stored_corpus: corpus_lib.Corpu
 
 def _check_refinable(proxy_entry: dict, teacher_model: Optional[keras.Model], strategy) -> None:
     """Refinement children of an inherited corpus need the teacher, on one replica."""
-    if proxy_entry.get("init") == child_training.INHERIT:
+    if proxy_entry.get("init") in (child_training.INHERIT, child_training.SUPERNET):
         if teacher_model is None:
             raise ValueError("the corpus' children inherited the teacher's weights: refinement children need the "
                              "trained teacher (teacher_model)")

@@ -31,6 +31,7 @@ from acompress import data
 from acompress import progress
 from acompress import sampler as sampler_lib
 from acompress import search_space as search_space_lib
+from acompress import supernet as supernet_lib
 from acompress import tokens
 
 
@@ -68,6 +69,13 @@ class CorpusConfig:
         if not 0.0 <= self.replicate_fraction <= 1.0:
             raise ValueError(f"replicate_fraction must be in [0, 1], got {self.replicate_fraction}")
         corpus.shard_indices(self.num_children, self.num_shards, self.shard_index)
+        if self.proxy.init == child_training.SUPERNET:
+            if self.sampler.p_remove > 0:
+                raise ValueError("supernet labels (--proxy_init=supernet) are for children that keep every layer of "
+                                 f"the teacher: set --p_remove=0 (got {self.sampler.p_remove:g})")
+            if self.num_shards > 1:
+                raise ValueError("supernet labels need one supernet for the whole corpus: they are not supported "
+                                 "with --num_shards > 1 yet (one process labels thousands of children a minute)")
 
     def to_dict(self) -> dict:
         return {"num_children": self.num_children, "replicate_fraction": self.replicate_fraction,
@@ -202,9 +210,25 @@ def generate(corpus_dir: str, teacher: archspec.ArchSpec, search: data.SearchSpl
                  config.shard_index, config.num_shards, len(pending), total, len(children),
                  100 * config.replicate_fraction)
     if pending:
+        if config.proxy.init == child_training.SUPERNET:
+            teacher_model = train_supernet(corpus_dir, teacher_model, children, search, data_config, config.proxy,
+                                           seed=seed)
         _train_pending(children, pending, writer, search, data_config, config, seed, space, teacher_model, total,
                        strategy)
     return corpus.read_corpus(corpus_dir)
+
+
+def train_supernet(corpus_dir: str, teacher_model: Optional[keras.Model], children, search: data.SearchSplits,
+                   data_config: data.DataConfig, proxy: child_training.ProxyConfig, *, seed: int) -> keras.Model:
+    """The corpus' supernet (`supernet.train_or_load` in `supernet.corpus_supernet_dir`), trained on the corpus'
+    own children."""
+    if teacher_model is None:
+        raise ValueError("supernet labels (--proxy_init=supernet) need the trained teacher")
+    return supernet_lib.train_or_load(supernet_lib.corpus_supernet_dir(corpus_dir), teacher_model, children, search,
+                                      epochs=proxy.epochs, learning_rate=proxy.learning_rate, schedule=proxy.schedule,
+                                      children_per_step=proxy.supernet_children,
+                                      recalibrate_batches=proxy.recalibrate_batches,
+                                      batch_size=data_config.batch_size, seed=seed)
 
 
 def _train_pending(children, pending, writer, search, data_config, config, seed, space, teacher_model, total,
@@ -236,7 +260,8 @@ def _trainer(config: CorpusConfig, teacher_model, strategy):
     teacher saved once for them. A strategy always trains in this process (its devices and workers are
     this process's), and so does a machine with a GPU: this process already holds the device's memory, and
     a worker could not get any."""
-    in_process = not config.groups_per_worker or strategy is not None
+    # Supernet labels trace once for every child (no per-group graphs, no leak): always in this process.
+    in_process = not config.groups_per_worker or strategy is not None or config.proxy.init == child_training.SUPERNET
     if not in_process and tf.config.list_physical_devices("GPU"):
         logging.info("a GPU is visible: children train in this process (--groups_per_worker ignored)")
         in_process = True

@@ -12,8 +12,9 @@ kernels shrunk (`sampler`). Every weight it keeps can come from the teacher:
   partner is initialised fresh.
 * **Narrowed layers** keep the teacher's most important output filters (`importance`:
   ``l1``, the L1 norm of each filter, as in Li et al. 2017; or ``bn_scale``, the
-  absolute batch-norm gamma after it, as in network slimming), in the teacher's
-  order, with the matching bias and batch-norm entries. The next layer keeps the
+  absolute batch-norm gamma after it, as in network slimming; or ``first``, the
+  first filters, for a `supernet` whose filters are already in importance order), in
+  the teacher's order, with the matching bias and batch-norm entries. The next layer keeps the
   matching input channels.
 * **Shrunk kernels** keep the centre of the teacher's kernel.
 * **Removed units.** The layers around a removed unit keep their weights. The
@@ -55,7 +56,7 @@ from acompress import keras_builder
 from acompress import keras_parser
 from acompress import sampler
 
-IMPORTANCES = ("l1", "bn_scale")
+IMPORTANCES = ("l1", "bn_scale", "first")
 INPUT = -1  # the source of the input image
 
 
@@ -262,6 +263,8 @@ class _Transfer:
     def _scores(self, kernel: np.ndarray, bn_name: Optional[str]) -> np.ndarray:
         if self.importance == "bn_scale" and bn_name is not None:
             return np.abs(self.tensors[bn_name][0])
+        if self.importance == "first":  # a supernet's order: its first filters are the ones trained to stand alone
+            return -np.arange(kernel.shape[-1], dtype=np.float64)
         return np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0)
 
     def _conv(self, child_name, teacher_name, size, inputs, outputs, use_bias):

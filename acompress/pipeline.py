@@ -27,6 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from acompress import child_training
 from acompress import compression
 from acompress import corpus as corpus_lib
 from acompress import corpus_generation
@@ -296,6 +297,11 @@ def make_report(run_dir, compress_dir, outcome, chosen, stage, stored, embedding
     refined = sum(m is not None for m in pool.measured)
     stage_times = read_timings(run_dir)
     corpus_child_epochs = int(sum(r.epochs for r in stored.records))
+    if stored.meta.proxy.get("init") == child_training.SUPERNET:
+        # No child trains on its own: the budget is the supernet's training, each of its steps a pass of the
+        # whole network and of 1 + supernet_children children, counted at the teacher's size.
+        corpus_child_epochs = proxy_epochs * (2 + int(stored.meta.proxy["supernet_children"]))
+        proxy_epochs = 0
     search_seconds = sum(v for k, v in timings.items() if k.startswith(("search", "refine")))
     report = {
         "teacher": {"source": stage.teacher.source, "spec_hash": stage.teacher.spec.hash,

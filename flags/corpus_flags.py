@@ -12,11 +12,14 @@ from acompress import sampler
 # The library's ProxyConfig() stays the paper's scratch recipe, which needs no teacher.
 INHERITED = child_training.ProxyConfig(init="inherit", epochs=2, learning_rate=1e-3, recalibrate_batches=20)
 SCRATCH = child_training.ProxyConfig()  # 3 epochs, Adam 3e-3 cosine
+# A supernet made from the teacher (acompress.supernet): 5 epochs of sandwich training, Adam 1e-3 cosine, shared
+# by every child; each child is then labelled after recalibrating its batch norm on 20 batches.
+SUPERNET = child_training.ProxyConfig(init="supernet", epochs=5, learning_rate=1e-3, recalibrate_batches=20)
 
 
 def recipe_defaults(flag_values) -> child_training.ProxyConfig:
     """The defaults of the recipe --proxy_init names (what --proxy_epochs / --proxy_learning_rate fall back to)."""
-    return INHERITED if flag_values.proxy_init == child_training.INHERIT else SCRATCH
+    return {child_training.INHERIT: INHERITED, child_training.SUPERNET: SUPERNET}.get(flag_values.proxy_init, SCRATCH)
 
 
 def proxy_epochs(flag_values) -> int:
@@ -64,16 +67,23 @@ def define_flags() -> None:
     for name, help_text in SAMPLER_FLAGS.items():
         flags.DEFINE_float(name, getattr(drawn, name), help_text, lower_bound=0.0)
     flags.DEFINE_integer("proxy_epochs", None, "Epochs each child is trained (from scratch: >= 1; "
-                         f"inherited: >= 0, where 0 labels the inherited child after BN recalibration only). "
-                         f"Default: the recipe's ({INHERITED.epochs} inherited, {SCRATCH.epochs} from scratch).",
-                         lower_bound=0)
+                         f"inherited: >= 0, where 0 labels the inherited child after BN recalibration only; "
+                         f"supernet: the epochs of the one supernet training every child shares, >= 1). "
+                         f"Default: the recipe's ({INHERITED.epochs} inherited, {SCRATCH.epochs} from scratch, "
+                         f"{SUPERNET.epochs} supernet).", lower_bound=0)
     flags.DEFINE_enum("proxy_init", INHERITED.init, list(child_training.INITS), "Where a child's weights start: "
-                      "inherit (the teacher's most important filters, kernel centres; see acompress.inheritance) "
-                      "or scratch (random: the paper's recipe). The corpus metadata pins it.")
+                      "inherit (the teacher's most important filters, kernel centres; see acompress.inheritance), "
+                      "scratch (random: the paper's recipe), or supernet (the teacher trained once so that its "
+                      "sub-networks work, each child then labelled by masking it, no training of its own; needs "
+                      "--p_remove=0; see acompress.supernet). The corpus metadata pins it.")
+    flags.DEFINE_integer("supernet_children", SUPERNET.supernet_children, "--proxy_init=supernet: random children "
+                         "trained beside the whole network and the smallest child at each supernet step.",
+                         lower_bound=0)
     flags.DEFINE_enum("proxy_importance", proxy.importance, ["l1", "bn_scale"], "Inherited children: which "
                       "teacher filters a narrowed layer keeps (l1: largest L1 norm; bn_scale: largest |BN gamma|).")
-    flags.DEFINE_integer("recalibrate_batches", INHERITED.recalibrate_batches, "Inherited children: training batches their batch-norm "
-                         "statistics are recomputed on before fine-tuning (0: keep the teacher's).", lower_bound=0)
+    flags.DEFINE_integer("recalibrate_batches", INHERITED.recalibrate_batches, "Inherited and supernet children: "
+                         "training batches their batch-norm statistics are recomputed on before fine-tuning or "
+                         "labelling (0: keep the teacher's; a supernet needs >= 1).", lower_bound=0)
     flags.DEFINE_float("proxy_learning_rate", None, "Children's peak learning rate (Adam). Default: the "
                        f"recipe's ({INHERITED.learning_rate:g} inherited, {SCRATCH.learning_rate:g} from scratch).",
                        lower_bound=0.0)
@@ -102,7 +112,8 @@ def corpus_config_from_flags(flag_values) -> corpus_generation.CorpusConfig:
         distill_alpha=flag_values.distill_alpha, distill_temperature=flag_values.distill_temperature,
         bn_momentum=flag_values.bn_momentum, init=flag_values.proxy_init,
         importance=flag_values.proxy_importance,
-        recalibrate_batches=flag_values.recalibrate_batches if flag_values.proxy_init == "inherit" else 0,
+        recalibrate_batches=flag_values.recalibrate_batches if flag_values.proxy_init != "scratch" else 0,
+        supernet_children=flag_values.supernet_children,
         graph_optimizer={"auto": None, "on": True, "off": False}[flag_values.graph_optimizer])
     return corpus_generation.CorpusConfig(
         num_children=flag_values.num_children, replicate_fraction=flag_values.replicate_fraction,

@@ -282,6 +282,7 @@ USER_ERRORS = {
     "malformed-spec": (["--teacher={bad}/no_kernel.json"], "layer 0, field 'kernel'"),
     "missing-keras-file": (["--teacher={bad}/missing.keras"], "no Keras model at"),
     "shard-index": (["--num_shards=2", "--shard_index=2"], "--shard_index=2 must be below --num_shards=2"),
+    "supernet-with-removals": (["--proxy_init=supernet", "--p_remove=0.1"], "set --p_remove=0"),
 }
 FLAG_ERRORS = {
     "unknown-flag": (["--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
@@ -470,22 +471,35 @@ compress.define_flags()
 for args in json.loads(sys.argv[1]):
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["binary", "--output_dir=/unused", *args])
-    print(json.dumps({"sampler": corpus_flags.corpus_config_from_flags(flags.FLAGS).sampler.to_dict(),
+    corpus_config = corpus_flags.corpus_config_from_flags(flags.FLAGS)
+    print(json.dumps({"sampler": corpus_config.sampler.to_dict(), "proxy": corpus_config.proxy.to_dict(),
                       "search": compress_flags.config_from_flags(flags.FLAGS).search.to_dict()}))
 """
 SAMPLER_CASES = [[], ["--p_remove=0", "--width_jitter=2", "--p_kernel=0.5", "--max_ratio=32"]]
 SKELETON_CASES = [[], ["--search_skeleton=teacher"], ["--search_skeleton=widths"]]
+RECIPE_CASES = [["--p_remove=0", "--proxy_init=supernet"],
+                ["--p_remove=0", "--proxy_init=supernet", "--proxy_epochs=30", "--supernet_children=3",
+                 "--recalibrate_batches=4"]]
 
 
 @pytest.fixture(scope="module")
 def configs_from_flags():
-    cases = SAMPLER_CASES + SKELETON_CASES
+    cases = SAMPLER_CASES + SKELETON_CASES + RECIPE_CASES
     result = subprocess.run([sys.executable, "-c", _CONFIG_FROM_FLAGS, json.dumps(cases)], cwd=REPO_ROOT,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, describe(result)
     printed = [json.loads(line) for line in result.stdout.splitlines()]
+    skeletons = printed[len(SAMPLER_CASES):len(SAMPLER_CASES) + len(SKELETON_CASES)]
     return {"sampler": [entry["sampler"] for entry in printed[:len(SAMPLER_CASES)]],
-            "search": [entry["search"] for entry in printed[len(SAMPLER_CASES):]]}
+            "search": [entry["search"] for entry in skeletons],
+            "proxy": [entry["proxy"] for entry in printed[-len(RECIPE_CASES):]]}
+
+
+def test_the_supernet_recipe_is_set_from_flags(configs_from_flags):
+    default, changed = [child_training.ProxyConfig(**entry) for entry in configs_from_flags["proxy"]]
+    assert (default.init, default.epochs, default.recalibrate_batches, default.supernet_children) == (
+        "supernet", 5, 20, 2)
+    assert (changed.epochs, changed.supernet_children, changed.recalibrate_batches) == (30, 3, 4)
 
 
 def test_the_children_distribution_is_set_from_flags(configs_from_flags):

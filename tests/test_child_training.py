@@ -186,7 +186,7 @@ def test_proxy_config_to_dict_round_trips():
     assert child_training.ProxyConfig(**config.to_dict()) == config
     assert sorted(config.to_dict()) == ["bn_momentum", "distill", "distill_alpha", "distill_temperature",
                                         "epochs", "graph_optimizer", "importance", "init", "learning_rate", "pack",
-                                        "recalibrate_batches", "schedule"]
+                                        "recalibrate_batches", "schedule", "supernet_children"]
 
 
 def test_specs_and_indices_must_pair_up(search):

@@ -95,7 +95,8 @@ def test_records_match_the_sampled_children(generated, splits):
     metadata = stored.metadata
     # A scratch recipe pins what corpora made before inheritance pinned (no init / importance fields).
     pinned_proxy = {k: v for k, v in CONFIG.proxy.to_dict().items()
-                    if k not in ("pack", "graph_optimizer") + child_training.INHERIT_FIELDS}
+                    if k not in ("pack", "graph_optimizer") + child_training.INHERIT_FIELDS
+                    + child_training.SUPERNET_FIELDS}
     assert metadata["proxy"] == pinned_proxy and metadata["seed"] == SEED
     assert metadata["num_children"] == 6 and metadata["extra"] == {"replicate_fraction": 0.34}
     assert metadata["teacher"]["hash"] == TEACHER.hash

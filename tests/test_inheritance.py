@@ -75,6 +75,8 @@ def test_a_narrowed_layer_keeps_the_most_important_filters_and_the_next_their_ch
     kernel0 = tensors["l0_conv"][0]
     if importance == "l1":
         scores = np.abs(kernel0).sum(axis=(0, 1, 2))
+    elif importance == "first":  # a supernet's order: the first filters
+        scores = -np.arange(kernel0.shape[-1], dtype=np.float64)
     else:
         scores = np.abs(tensors["l1_bn"][0])
     kept0 = np.sort(np.argsort(-scores, kind="stable")[:16])
@@ -87,6 +89,8 @@ def test_a_narrowed_layer_keeps_the_most_important_filters_and_the_next_their_ch
     kernel3 = tensors["l3_conv"][0][:, :, kept0]
     if importance == "l1":
         kept3 = np.sort(np.argsort(-np.abs(tensors["l3_conv"][0]).sum(axis=(0, 1, 2)), kind="stable")[:32])
+    elif importance == "first":
+        kept3 = np.arange(32)
     else:
         kept3 = np.sort(np.argsort(-np.abs(tensors["l4_bn"][0]), kind="stable")[:32])
     np.testing.assert_array_equal(weights(child, "l3_conv")[0], kernel3[..., kept3])
