@@ -209,6 +209,11 @@ class _Channels:
     index: np.ndarray      # the teacher's channel index of each child channel
 
 
+def l1_norms(kernel: np.ndarray) -> np.ndarray:
+    """The L1 norm of each output filter of a kernel (..., out), as Li et al. 2017 rank them."""
+    return np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0)
+
+
 def _top(scores: np.ndarray, count: int) -> np.ndarray:
     """The `count` highest-scoring positions, in increasing order (ties: the earlier)."""
     order = np.argsort(-scores, kind="stable")[:count]
@@ -265,7 +270,7 @@ class _Transfer:
             return np.abs(self.tensors[bn_name][0])
         if self.importance == "first":  # a supernet's order: its first filters are the ones trained to stand alone
             return -np.arange(kernel.shape[-1], dtype=np.float64)
-        return np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0)
+        return l1_norms(kernel)
 
     def _conv(self, child_name, teacher_name, size, inputs, outputs, use_bias):
         tensors = self.tensors[teacher_name]

@@ -82,12 +82,8 @@ def check_teacher(spec: archspec.ArchSpec) -> None:
 
 # -- ordering ------------------------------------------------------------------------
 
-def _l1(kernel: np.ndarray) -> np.ndarray:
-    return np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0)
-
-
-def ordered(spec: archspec.ArchSpec, tensors: dict, input_shape: Sequence[int]) -> Tuple[dict, List[np.ndarray]]:
-    """(the tensors with every layer's filters in decreasing L1 norm, each layer's permutation).
+def ordered(spec: archspec.ArchSpec, tensors: dict, input_shape: Sequence[int]) -> dict:
+    """The tensors with every layer's filters in decreasing L1 norm.
 
     Function-preserving: the permuted network computes what the teacher computes. Ties keep
     the teacher's order. `tensors` are `inheritance.canonical_weights` (builder layer names).
@@ -98,18 +94,16 @@ def ordered(spec: archspec.ArchSpec, tensors: dict, input_shape: Sequence[int]) 
     # Which teacher feature each position of what flows between layers holds: channels of a map,
     # or after a flatten the (h, w, c) features.
     current = np.arange(input_shape[-1])
-    permutations = []
     for index, layer in enumerate(spec):
         name = f"l{index}_{layer.kind}"
         if layer.kind in ("conv", "dense"):
             kernel = out[name][0]
             kernel = kernel[..., current, :] if layer.kind == "conv" else kernel[current]
-            order = np.argsort(-_l1(kernel), kind="stable")
+            order = np.argsort(-inheritance.l1_norms(kernel), kind="stable")
             out[name][0] = kernel[..., order]
             if layer.use_bias:
                 out[name][1] = out[name][1][order]
             current = order
-            permutations.append(order)
         elif layer.kind == "bn":
             out[name] = [t[current] for t in out[name]]
         elif layer.kind == "flatten":
@@ -117,7 +111,7 @@ def ordered(spec: archspec.ArchSpec, tensors: dict, input_shape: Sequence[int]) 
             current = (np.arange(height * width)[:, None] * channels + current[None, :]).ravel()
     head = keras_builder.LOGITS_NAME
     out[head][0] = out[head][0][current]
-    return out, permutations
+    return out
 
 
 # -- masks ---------------------------------------------------------------------------
@@ -147,7 +141,8 @@ class Supernet:
         self.input_shape, self.num_classes = tuple(input_shape), int(num_classes)
         self.widths = [layer.filters for layer in spec if layer.kind in ("conv", "dense")]
         self.kernel_sizes = [layer.kernel for layer in spec if layer.kind == "conv"]
-        self._layers = [self._keras_layers(index, layer) for index, layer in enumerate(spec)]
+        names = {layer.name for layer in model.layers}
+        self._layers = [self._keras_layers(index, layer, names) for index, layer in enumerate(spec)]
         self._head = model.get_layer(keras_builder.LOGITS_NAME)
         # The channels each batch norm normalises (those of the convolution or dense layer before it).
         self.norm_widths, channels = [], self.input_shape[-1]
@@ -156,11 +151,9 @@ class Supernet:
                 channels = layer.filters
             elif layer.kind == "bn":
                 self.norm_widths.append(channels)
-        self.num_norms = len(self.norm_widths)
         self.variables = list(model.trainable_variables)
 
-    def _keras_layers(self, index: int, layer: archspec.Layer):
-        names = {layer.name for layer in self.model.layers}
+    def _keras_layers(self, index: int, layer: archspec.Layer, names):
         pad = self.model.get_layer(f"l{index}_pad") if f"l{index}_pad" in names else None
         kind = layer.kind
         name = f"l{index}_{layer.activation}" if kind == "act" else f"l{index}_{kind}"
@@ -290,15 +283,16 @@ def train(net: Supernet, pool: Sequence[archspec.ArchSpec], search: data.SearchS
     `pool` is the children the random draws come from (their sub-networks are what gets trained);
     those that are not sub-networks of the teacher are skipped, with a count in the metrics.
     """
-    usable = []
+    subnetworks, usable = [], []
     for child in pool:
         try:
             usable.append(net.masks(child))
         except NotASubnetwork:
-            pass
+            continue
+        subnetworks.append(child)
     if not usable:
         raise NotASubnetwork("none of the pool's children is a sub-network of the teacher")
-    small = net.masks(smallest([c for c in pool if _is_sub(net, c)]))
+    small = net.masks(smallest(subnetworks))
     full = net.full_masks()
     batches = data.EpochBatches(search.x_train, search.y_train, batch_size=batch_size, seed=seed,
                                 augment=search.info.augment)
@@ -349,14 +343,6 @@ def train(net: Supernet, pool: Sequence[archspec.ArchSpec], search: data.SearchS
     return {"epochs": epochs, "steps": epochs * batches.steps, "train_seconds": time.perf_counter() - start,
             "loss_per_epoch": losses, "pool": len(pool), "pool_subnetworks": len(usable),
             "children_per_step": children_per_step, "learning_rate": learning_rate, "schedule": schedule}
-
-
-def _is_sub(net: Supernet, child: archspec.ArchSpec) -> bool:
-    try:
-        net.masks(child)
-        return True
-    except NotASubnetwork:
-        return False
 
 
 # -- labels ----------------------------------------------------------------------------
@@ -412,8 +398,7 @@ def from_teacher(teacher_model: keras.Model, input_shape: Sequence[int], num_cla
                  bn_momentum: float = 0.9) -> Supernet:
     """A supernet holding the teacher's weights, filters `ordered` (not trained yet)."""
     spec, tensors = inheritance.source(teacher_model, input_shape, num_classes)
-    check_teacher(spec)
-    tensors, _ = ordered(spec, tensors, input_shape)
+    tensors = ordered(spec, tensors, input_shape)  # refuses an unsupported teacher first
     model = keras_builder.build_model(spec, input_shape, num_classes, bn_momentum=bn_momentum, name="supernet")
     for name, value in tensors.items():
         model.get_layer(name).set_weights(value)
