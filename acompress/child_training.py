@@ -168,6 +168,10 @@ class ProxyConfig:
                 out.pop(key)
         return out
 
+    def corpus_child_epochs(self, trainings: int) -> int:
+        """What `trainings` labels of this recipe cost in child-epochs (`corpus_child_epochs`)."""
+        return corpus_child_epochs(self.init, self.epochs, self.supernet_children, trainings)
+
     @property
     def needs_teacher(self) -> bool:
         """Whether training with this config needs the trained teacher (distillation or inheritance)."""
@@ -177,6 +181,16 @@ class ProxyConfig:
     def from_recipe(cls, recipe: dict, **extra) -> "ProxyConfig":
         """The config a stored recipe describes (`recipe` plus `extra`, e.g. pack)."""
         return cls(**{**recipe, **extra})
+
+
+def corpus_child_epochs(init: str, epochs: int, supernet_children: int, trainings: int) -> int:
+    """What `trainings` labels cost in child-epochs: each trains `epochs` epochs. A supernet's labels train
+    nothing: the cost is the supernet's own training, each epoch a pass of the whole network and of
+    1 + `supernet_children` children, counted at the teacher's size (the labels' masked forward passes are
+    not counted; the wall time covers them)."""
+    if init == SUPERNET:
+        return epochs * (2 + supernet_children)
+    return trainings * epochs
 
 
 @dataclasses.dataclass(frozen=True)

@@ -294,13 +294,14 @@ def make_report(run_dir, compress_dir, outcome, chosen, stage, stored, embedding
     metrics = stage.metrics
     pool: compression.Pool = outcome.pool
     proxy_epochs = int(stored.meta.proxy["epochs"])
-    refined = sum(m is not None for m in pool.measured)
+    # Candidates labelled during compression (the no_embedding ablation's pool is the corpus, labelled already).
+    refined = sum(m is not None and o != "corpus" for m, o in zip(pool.measured, pool.origin))
     stage_times = read_timings(run_dir)
     corpus_child_epochs = int(sum(r.epochs for r in stored.records))
     if stored.meta.proxy.get("init") == child_training.SUPERNET:
-        # No child trains on its own: the budget is the supernet's training, each of its steps a pass of the
-        # whole network and of 1 + supernet_children children, counted at the teacher's size.
-        corpus_child_epochs = proxy_epochs * (2 + int(stored.meta.proxy["supernet_children"]))
+        # No child trains on its own: the budget is the supernet's training (ProxyConfig.corpus_child_epochs).
+        corpus_child_epochs = child_training.ProxyConfig.from_recipe(stored.meta.proxy).corpus_child_epochs(
+            len(stored.records))
         proxy_epochs = 0
     search_seconds = sum(v for k, v in timings.items() if k.startswith(("search", "refine")))
     report = {

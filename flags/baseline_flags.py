@@ -11,6 +11,7 @@ teacher flags' ``--bn_momentum``.
 from absl import flags
 
 from acompress import baselines
+from acompress import child_training
 from acompress import corpus_generation
 from acompress import finalists
 from acompress import pruning
@@ -69,7 +70,9 @@ def corpus_child_epochs(flag_values) -> int:
     """What the corpus costs in child-epochs under these flags (the default search budget)."""
     replicated = corpus_generation.replicated_indices(flag_values.num_children, flag_values.replicate_fraction,
                                                       flag_values.seed)
-    return (flag_values.num_children + len(replicated)) * corpus_flags.proxy_epochs(flag_values)
+    return child_training.corpus_child_epochs(flag_values.proxy_init, corpus_flags.proxy_epochs(flag_values),
+                                              flag_values.supernet_children,
+                                              flag_values.num_children + len(replicated))
 
 
 def budget_from_flags(flag_values) -> tuner_lib.Budget:

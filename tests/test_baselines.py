@@ -166,8 +166,13 @@ def test_configs_refuse_bad_values_and_a_search_without_budget():
 
 def test_default_search_budget_is_what_the_corpus_costs_under_the_same_flags():
     flag_values = types.SimpleNamespace(num_children=500, replicate_fraction=0.1, proxy_epochs=3, seed=0,
+                                        proxy_init="inherit", supernet_children=2,
                                         budget_seconds=None, budget_child_epochs=None, budget_trials=None)
     assert baseline_flags.budget_from_flags(flag_values) == tuner.Budget(child_epochs=(500 + 50) * 3)
+    # Supernet labels train no child: the corpus costs the supernet's epochs, each the whole network and
+    # the smallest + 2 random children (what the pipeline's report counts).
+    flag_values.proxy_init, flag_values.proxy_epochs = "supernet", 10
+    assert baseline_flags.budget_from_flags(flag_values) == tuner.Budget(child_epochs=10 * (2 + 2))
     flag_values.budget_seconds = 600.0  # any explicit limit replaces the default
     assert baseline_flags.budget_from_flags(flag_values) == tuner.Budget(wall_seconds=600.0)
 
