@@ -15,6 +15,12 @@ Label recipes (all through `child_training.train_children`, packed by 8):
   inherit_bn_2ep      the same with 2 epochs.
   inherit_bn_3ep      the same with 3 epochs (the scratch recipe's budget).
   inherit_bnscale_1ep as inherit_bn_1ep, filters chosen by batch-norm scale.
+  supernet_<E>ep_rc<R>  the teacher trained once as a weight-sharing supernet for E epochs (one per
+                      ``--supernet_epochs``; `supernet`: sandwich rule, in-place distillation, the
+                      sample's children as its pool), then each child masked out of it, batch norm
+                      recalibrated on R batches (``--recalibrate_batches``), no training. Its line reports
+                      the supernet's training seconds apart from the labelling, and the children per
+                      minute of a ``--corpus_size``-child corpus with the training included.
   size_only           the parameter count (no training): the predictor to beat.
 
 References (the "truth", trained once per child, packed):
@@ -30,6 +36,9 @@ validation and test splits together (the images no child trained on). Kendall ta
 overall and inside 4 quantile bins of log parameters (`ranking.binned_tau`). The
 teacher is the digits reference teacher trained as `flags/digits.flags` trains it.
 
+Children are drawn with ``--p_remove`` (default 0: every layer kept, the children a supernet can
+label; the tables of docs/labels.md before the supernet rows used the sampler's 0.1).
+
 Prints one JSON line per (seed, recipe) and a summary (means over seeds). Run:
 
   PYTHONPATH=. python benchmarks/label_benchmark.py                 # 2 seeds x 64 children: ~30 min on 2 cores
@@ -37,7 +46,10 @@ Prints one JSON line per (seed, recipe) and a summary (means over seeds). Run:
       --finetune_epochs=1                                           # smoke test
 """
 
+import hashlib
 import json
+import os
+import tempfile
 import time
 
 from absl import app
@@ -51,6 +63,7 @@ from acompress import data
 from acompress import keras_builder
 from acompress import ranking
 from acompress import sampler
+from acompress import supernet
 from acompress import training
 from acompress import zoo
 
@@ -64,6 +77,16 @@ flags.DEFINE_float("inherit_lr", 1e-3, "Peak learning rate of the inherited labe
 flags.DEFINE_list("recipes", [], "Only these label recipes (default: all).")
 flags.DEFINE_list("references", ["ref_scratch", "ref_inherit"], "The references to score against.")
 flags.DEFINE_integer("finalist_epochs", 40, "Epochs of the ref_finalist reference.")
+flags.DEFINE_float("p_remove", 0.0, "The sampler's probability of removing each removable unit (supernet "
+                   "labels need 0).")
+flags.DEFINE_list("supernet_epochs", ["10", "30"], "Supernet training epochs, one supernet_<E>ep recipe each.")
+flags.DEFINE_integer("supernet_children", 2, "Random children per supernet step (beside the whole network "
+                     "and the smallest child).")
+flags.DEFINE_list("recalibrate_batches", ["20"], "Batches of each supernet child's batch-norm statistics: one "
+                  "supernet_<E>ep_rc<R> recipe each (the same trained supernet).")
+flags.DEFINE_string("cache_dir", "", "Where to keep each seed's reference accuracies (a .npz per seed, reference "
+                    "and settings), so a later run with other recipes reuses them. Empty: no cache.")
+flags.DEFINE_integer("corpus_size", 400, "Corpus size for the supernet's amortised children per minute.")
 
 
 def recipes(inherit_lr: float):
@@ -76,6 +99,41 @@ def recipes(inherit_lr: float):
         "inherit_bn_3ep": child_training.ProxyConfig(epochs=3, **inherit),
         "inherit_bnscale_1ep": child_training.ProxyConfig(epochs=1, importance="bn_scale", **inherit),
     }
+
+
+def supernet_labels(children, search, teacher, seed: int, epochs: int, recalibrations):
+    """Labels from one supernet trained `epochs` epochs on `children`, for each number of recalibration
+    batches in `recalibrations`: ({batches: (labels, label seconds)}, training seconds)."""
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as directory:
+        model = supernet.train_or_load(directory, teacher, children, search, epochs=epochs, learning_rate=1e-3,
+                                       schedule="cosine", children_per_step=FLAGS.supernet_children,
+                                       recalibrate_batches=20, batch_size=64, seed=seed)
+    trained = time.perf_counter() - start
+    labels = {}
+    for batches in recalibrations:
+        config = child_training.ProxyConfig(init="supernet", epochs=epochs, learning_rate=1e-3,
+                                            recalibrate_batches=batches, supernet_children=FLAGS.supernet_children)
+        labels[batches] = label(children, search, config, model, seed)
+    return labels, trained
+
+
+def cached_reference(name: str, config, children, held_out, teacher, seed: int):
+    """The reference accuracies of `children` (from ``--cache_dir`` when they were measured already)."""
+    key = json.dumps({"seed": seed, "reference": name, "config": config.to_dict(),
+                      "children": [c.hash for c in children], "teacher_epochs": FLAGS.teacher_epochs},
+                     sort_keys=True)
+    path = None
+    if FLAGS.cache_dir:
+        os.makedirs(FLAGS.cache_dir, exist_ok=True)
+        path = os.path.join(FLAGS.cache_dir, f"{name}_s{seed}_{hashlib.sha256(key.encode()).hexdigest()[:12]}.npz")
+        if os.path.exists(path):
+            stored = np.load(path)
+            return stored["accuracy"], float(stored["seconds"])
+    truth, seconds = label(children, held_out, config, teacher, seed)
+    if path:
+        np.savez(path, accuracy=truth, seconds=seconds)
+    return truth, seconds
 
 
 def references(reference_epochs: int, finetune_epochs: int, finalist_epochs: int):
@@ -124,13 +182,14 @@ def run_seed(seed: int):
     spec, teacher = train_teacher(splits, data_config, seed, FLAGS.teacher_epochs)
     teacher_params = spec.count_params(info.input_shape, info.num_classes)
     children = sampler.sample_children(spec, input_shape=info.input_shape, num_classes=info.num_classes,
-                                       count=FLAGS.num_children, seed=seed)
+                                       count=FLAGS.num_children, seed=seed,
+                                       config=sampler.SamplerConfig(p_remove=FLAGS.p_remove))
     params = np.asarray([c.count_params(info.input_shape, info.num_classes) for c in children], np.float64)
     truths = {}
     chosen_references = references(FLAGS.reference_epochs, FLAGS.finetune_epochs, FLAGS.finalist_epochs)
     for name in FLAGS.references:
         config = chosen_references[name]
-        truths[name], seconds = label(children, held_out, config, teacher, seed)
+        truths[name], seconds = cached_reference(name, config, children, held_out, teacher, seed)
         print(json.dumps({"seed": seed, "reference": name, "seconds": round(seconds, 1),
                           "mean_accuracy": float(np.nanmean(truths[name]))}, sort_keys=True), flush=True)
     lines = [{"seed": seed, "recipe": "size_only", "children_per_min": None, "mean_accuracy": None,
@@ -144,6 +203,20 @@ def run_seed(seed: int):
                       "children_per_min": round(60 * len(children) / seconds, 1),
                       "mean_accuracy": float(np.nanmean(labels)),
                       **{ref: score(labels, truth, params) for ref, truth in truths.items()}})
+    for epochs in (int(e) for e in FLAGS.supernet_epochs):
+        wanted = [int(r) for r in FLAGS.recalibrate_batches
+                  if not FLAGS.recipes or f"supernet_{epochs}ep_rc{r}" in FLAGS.recipes]
+        if not wanted:
+            continue
+        by_batches, trained = supernet_labels(children, search, teacher, seed, epochs, wanted)
+        for batches, (labels, seconds) in by_batches.items():
+            per_child = seconds / len(children)
+            lines.append({"seed": seed, "recipe": f"supernet_{epochs}ep_rc{batches}", "seconds": round(seconds, 1),
+                          "train_seconds": round(trained, 1), "children_per_min": round(60 / per_child, 1),
+                          "corpus_children_per_min": round(60 * FLAGS.corpus_size
+                                                           / (trained + FLAGS.corpus_size * per_child), 1),
+                          "mean_accuracy": float(np.nanmean(labels)),
+                          **{ref: score(labels, truth, params) for ref, truth in truths.items()}})
     names = list(truths)
     for k, first in enumerate(names):
         for second in names[k + 1:]:
@@ -167,7 +240,8 @@ def main(argv):
             if isinstance(value, dict):
                 for metric, number in value.items():
                     entry.setdefault(f"{key}.{metric}", []).append(number)
-            elif key in ("children_per_min", "mean_accuracy") and value is not None:
+            elif key in ("children_per_min", "corpus_children_per_min", "train_seconds",
+                         "mean_accuracy") and value is not None:
                 entry.setdefault(key, []).append(value)
     means = {recipe: {k: round(float(np.mean([v for v in vs if v is not None])), 3) for k, vs in entry.items()}
              for recipe, entry in summary.items()}
