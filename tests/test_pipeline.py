@@ -180,12 +180,27 @@ def test_ablations_write_beside_the_full_method_from_the_same_corpus(run, ablati
         from acompress import corpus
         children = {r.spec_hash for r in corpus.read_corpus(os.path.join(out, "corpus")).ok()}
         assert finalists <= children and report["searches"] == []
+        # Its budget is the corpus: no child was labelled for it.
+        assert report["budget"]["refinement_children"] == 0
+        assert report["budget"]["child_epochs"] == report["budget"]["corpus_child_epochs"]
     else:
         assert len(report["searches"]) == 1 and report["budget"]["refinement_children"] == 0
 
 
 def test_compress_without_an_embedding_says_what_to_run(compress_refusals):
     test_binaries.assert_one_line_error(compress_refusals["no_embedding"], "acompress-train-embedding")
+
+
+def assert_same_choice(first_dir: str, second_dir: str) -> None:
+    """Both runs chose the same network with the same numbers, from the same finalists and teacher."""
+    first = test_binaries.read_json(os.path.join(first_dir, "compressed", "report.json"))
+    second = test_binaries.read_json(os.path.join(second_dir, "compressed", "report.json"))
+    assert second["chosen"]["spec_hash"] == first["chosen"]["spec_hash"]
+    for key in ("params", "val_accuracy", "test_accuracy"):
+        assert second["chosen"][key] == first["chosen"][key], key
+    assert [f["spec_hash"] for f in second["finalists"]] == [f["spec_hash"] for f in first["finalists"]]
+    assert [f["val_accuracy"] for f in second["finalists"]] == [f["val_accuracy"] for f in first["finalists"]]
+    assert second["teacher"]["test_accuracy"] == first["teacher"]["test_accuracy"]
 
 
 @pytest.mark.slow
@@ -197,10 +212,21 @@ def test_the_same_command_in_a_fresh_directory_gives_the_same_network(run, tmp_p
     output_dir = str(tmp_path / "again")
     result = test_binaries.run_binary("pipeline", *TINY, "--groups_per_worker=1", f"--output_dir={output_dir}")
     assert result.returncode == 0, test_binaries.describe(result)
-    first = test_binaries.read_json(os.path.join(run["output_dir"], "compressed", "report.json"))
-    second = test_binaries.read_json(os.path.join(output_dir, "compressed", "report.json"))
-    assert second["chosen"]["spec_hash"] == first["chosen"]["spec_hash"]
-    for key in ("params", "val_accuracy", "test_accuracy"):
-        assert second["chosen"][key] == first["chosen"][key], key
-    assert [f["spec_hash"] for f in second["finalists"]] == [f["spec_hash"] for f in first["finalists"]]
-    assert second["teacher"]["test_accuracy"] == first["teacher"]["test_accuracy"]
+    assert_same_choice(run["output_dir"], output_dir)
+
+
+# The main command's recipe (flags/digits.flags) on the tiny budget: supernet labels, the teacher's skeleton.
+TINY_SUPERNET = [*TINY, "--proxy_init=supernet", "--proxy_epochs=2", "--proxy_learning_rate=0.001",
+                 "--recalibrate_batches=4", "--p_remove=0", "--search_skeleton=teacher"]
+
+
+@pytest.mark.slow
+def test_the_supernet_recipe_twice_from_nothing_gives_the_same_network(tmp_path):
+    """The default recipe's reproducibility: supernet training, masked labels, search and finalists twice."""
+    dirs = [str(tmp_path / name) for name in ("first", "second")]
+    for output_dir in dirs:
+        result = test_binaries.run_binary("pipeline", *TINY_SUPERNET, f"--output_dir={output_dir}")
+        assert result.returncode == 0, test_binaries.describe(result)
+    first_corpus = test_binaries.read_json(os.path.join(dirs[0], "corpus", "metadata.json"))
+    assert first_corpus["proxy"]["init"] == "supernet"
+    assert_same_choice(*dirs)
