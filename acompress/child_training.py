@@ -168,10 +168,6 @@ class ProxyConfig:
                 out.pop(key)
         return out
 
-    def corpus_child_epochs(self, trainings: int) -> int:
-        """What `trainings` labels of this recipe cost in child-epochs (`corpus_child_epochs`)."""
-        return corpus_child_epochs(self.init, self.epochs, self.supernet_children, trainings)
-
     @property
     def needs_teacher(self) -> bool:
         """Whether training with this config needs the trained teacher (distillation or inheritance)."""

@@ -299,9 +299,10 @@ def make_report(run_dir, compress_dir, outcome, chosen, stage, stored, embedding
     stage_times = read_timings(run_dir)
     corpus_child_epochs = int(sum(r.epochs for r in stored.records))
     if stored.meta.proxy.get("init") == child_training.SUPERNET:
-        # No child trains on its own: the budget is the supernet's training (ProxyConfig.corpus_child_epochs).
-        corpus_child_epochs = child_training.ProxyConfig.from_recipe(stored.meta.proxy).corpus_child_epochs(
-            len(stored.records))
+        # No child trains on its own: the budget is the supernet's training (child_training.corpus_child_epochs).
+        # The stored recipe's own fields: a mixed-precision corpus also pins `precision` and `pack`.
+        corpus_child_epochs = child_training.corpus_child_epochs(
+            child_training.SUPERNET, proxy_epochs, int(stored.meta.proxy["supernet_children"]), len(stored.records))
         proxy_epochs = 0
     search_seconds = sum(v for k, v in timings.items() if k.startswith(("search", "refine")))
     report = {

@@ -41,7 +41,7 @@ label; the tables of docs/labels.md before the supernet rows used the sampler's 
 
 Prints one JSON line per (seed, recipe) and a summary (means over seeds). Run:
 
-  PYTHONPATH=. python benchmarks/label_benchmark.py                 # 2 seeds x 64 children: ~30 min on 2 cores
+  PYTHONPATH=. python benchmarks/label_benchmark.py                 # 2 seeds x 64 children: ~45 min on 2 cores
   PYTHONPATH=. python benchmarks/label_benchmark.py --num_children=8 --seeds=0 --reference_epochs=1 \\
       --finetune_epochs=1                                           # smoke test
 """
@@ -85,7 +85,9 @@ flags.DEFINE_integer("supernet_children", 2, "Random children per supernet step 
 flags.DEFINE_list("recalibrate_batches", ["20"], "Batches of each supernet child's batch-norm statistics: one "
                   "supernet_<E>ep_rc<R> recipe each (the same trained supernet).")
 flags.DEFINE_string("cache_dir", "", "Where to keep each seed's reference accuracies (a .npz per seed, reference "
-                    "and settings), so a later run with other recipes reuses them. Empty: no cache.")
+                    "and settings), so a later run with other recipes reuses them. Keyed by the seed, the "
+                    "reference's recipe, the children and --teacher_epochs, not by the code: clear it after "
+                    "changing the trainers. Empty: no cache.")
 flags.DEFINE_integer("corpus_size", 400, "Corpus size for the supernet's amortised children per minute.")
 
 

@@ -44,7 +44,8 @@ def define_flags() -> None:
                        "sessions): no trial starts after it.", lower_bound=0.0)
     flags.DEFINE_integer("budget_child_epochs", None, "Child-epoch budget of the search (epochs trained, summed "
                          "over trials). With no --budget_* flag: the corpus's own cost under the same flags, "
-                         "num_children x (1 + replicate_fraction) x proxy_epochs.", lower_bound=1)
+                         "num_children x (1 + replicate_fraction) x proxy_epochs (supernet labels: proxy_epochs x "
+                         "(2 + supernet_children)).", lower_bound=1)
     flags.DEFINE_integer("budget_trials", None, "Trial budget of the search.", lower_bound=1)
     training_flags.define_flags(prefix="trial_", epochs=defaults.trial.train.epochs)
     flags.DEFINE_bool("per_unit_widths", defaults.per_unit_widths, "One width hyperparameter per layer instead "

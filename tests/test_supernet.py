@@ -213,6 +213,14 @@ def test_the_supernet_recipe_is_validated(kwargs, message):
         child_training.ProxyConfig(init="supernet", **kwargs)
 
 
+def test_a_supernet_corpus_costs_its_training_not_its_children():
+    # 30 epochs, each the whole network, the smallest child and 2 random ones: whatever the corpus size.
+    assert child_training.corpus_child_epochs("supernet", 30, 2, trainings=440) == 120
+    assert child_training.corpus_child_epochs("supernet", 30, 2, trainings=2200) == 120
+    assert child_training.corpus_child_epochs("inherit", 2, 2, trainings=440) == 880
+    assert child_training.corpus_child_epochs("scratch", 3, 0, trainings=10) == 30
+
+
 def test_the_recipe_pins_supernet_fields_only_for_a_supernet():
     assert "supernet_children" in child_training.ProxyConfig(init="supernet", recalibrate_batches=2).recipe()
     assert "supernet_children" not in child_training.ProxyConfig(init="inherit").recipe()
