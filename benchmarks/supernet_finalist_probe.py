@@ -6,7 +6,8 @@ recalibrated, then trained by the finalist procedure. This probe trains the same
 same procedure and seed, but starting from the *supernet's* weights: its first filters (``importance="first"``),
 which are the sub-network the supernet trained to stand alone and whose accuracy the corpus label measured.
 It reports, per finalist, the accuracy right after inheritance (batch norm recalibrated, no training) and
-after the finalist procedure, for both starting points, and the paired differences.
+after the finalist procedure, for both starting points, and on how many finalists each start ends better on
+test (a diverged finalist counts as NaN).
 
   PYTHONPATH=. python benchmarks/supernet_finalist_probe.py --runs=runs/digits_s0,runs/digits_s1,runs/digits_s2
 
@@ -70,18 +71,19 @@ def probe_run(run_dir: str):
         line = {"run": run_dir, "ratio": round(stage.teacher.spec.count_params(info.input_shape, info.num_classes)
                                                / spec.count_params(info.input_shape, info.num_classes), 1),
                 "teacher_val": row["val_accuracy"], "teacher_test": row["test_accuracy"]}
-        for name, source, importance in (("teacher", stage.model, "l1"), ("supernet", supernet_model, "first")):
-            model = _start(spec, source, importance, info, train, procedure, seed)
-            line[f"{name}_start_val"] = training.accuracy(model, validation)
-            if name == "teacher":
-                continue  # trained already: the run's own finalist (row)
-            with tempfile.TemporaryDirectory() as directory:
-                path = os.path.join(directory, "start.weights.h5")
-                model.save_weights(path)
-                trained, summary = finalists.train_spec(spec, train, None, info, procedure, seed=seed,
-                                                        initial_weights=path, log_epochs=False)
-            line["supernet_val"] = training.accuracy(trained, validation)
-            line["supernet_test"] = training.accuracy(trained, test)
+        # The run's own finalist started from the teacher; only its start is measured again here.
+        line["teacher_start_val"] = training.accuracy(
+            _start(spec, stage.model, "l1", info, train, procedure, seed), validation)
+        start = _start(spec, supernet_model, "first", info, train, procedure, seed)
+        line["supernet_start_val"] = training.accuracy(start, validation)
+        with tempfile.TemporaryDirectory() as directory:
+            path = os.path.join(directory, "start.weights.h5")
+            start.save_weights(path)
+            trained, summary = finalists.train_spec(spec, train, None, info, procedure, seed=seed,
+                                                    initial_weights=path, log_epochs=False)
+        diverged = summary["diverged"]
+        line["supernet_val"] = float("nan") if diverged else training.accuracy(trained, validation)
+        line["supernet_test"] = float("nan") if diverged else training.accuracy(trained, test)
         print(json.dumps(line, sort_keys=True), flush=True)
         lines.append(line)
     return lines
@@ -92,7 +94,7 @@ def main(argv) -> None:
     lines = [line for run in FLAGS.runs for line in probe_run(run)]
 
     def mean(key):
-        return round(100 * float(np.mean([line[key] for line in lines])), 2)
+        return round(100 * float(np.nanmean([line[key] for line in lines])), 2)
 
     summary = {key: mean(key) for key in ("teacher_start_val", "supernet_start_val", "teacher_val", "supernet_val",
                                           "teacher_test", "supernet_test")}
